@@ -1,0 +1,1 @@
+"""MovieLensExampleGen: MovieLens ratings -> sequence and rating tf.Examples, on Beam."""

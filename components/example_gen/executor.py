@@ -1,0 +1,289 @@
+"""MovieLensExampleGen's executor: wires the Beam pipeline and checks what it produced.
+
+The pipeline (``build_pipeline``) runs on whatever Beam runner the TFX pipeline's
+``beam_pipeline_args`` choose. Its shape:
+
+  ratings file --RatingLinesSource--> (offset, line) --ParseRatingsFn--> events | dropped
+  events --GroupByKey(user)--> UserExamplesFn --> sequence / rating examples, stats
+  examples --partition by split--> gzipped TFRecords under Split-train/, Split-eval/
+  counts --combiners--> statistics.json; movie and user counts --> vocabulary files
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Any, Dict, List
+
+import apache_beam as beam
+from absl import logging
+from tfx import types
+from tfx.components.util import examples_utils
+from tfx.dsl.components.base import base_beam_executor
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils
+
+from components.example_gen import transforms
+from data import movielens
+
+STATISTICS_FILE = "statistics.json"
+_RAW_STATISTICS = "raw_statistics.json"
+
+
+class BadInputError(ValueError):
+    """More rating lines were unusable than ``max_bad_fraction`` allows."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputPaths:
+    """Where each output goes: artifact URIs (directories)."""
+
+    sequence_examples: str
+    rating_examples: str
+    vocabulary: str
+    statistics: str
+
+
+def validate_parameters(
+    split_strategy, train_fraction, rating_train_fraction, max_bad_fraction,
+    min_timeline_length, max_context_length, max_context_movie_genre_length,
+):
+    """Raises ValueError naming the first parameter out of range."""
+    if split_strategy not in transforms.SPLIT_STRATEGIES:
+        raise ValueError(
+            f"split_strategy must be one of {transforms.SPLIT_STRATEGIES}, not {split_strategy!r}")
+    for name, value in (("train_fraction", train_fraction),
+                        ("rating_train_fraction", rating_train_fraction)):
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"{name} must be strictly between 0 and 1, not {value}")
+    if not 0.0 <= max_bad_fraction <= 1.0:
+        raise ValueError(f"max_bad_fraction must be within [0, 1], not {max_bad_fraction}")
+    for name, value in (("min_timeline_length", min_timeline_length),
+                        ("max_context_length", max_context_length),
+                        ("max_context_movie_genre_length", max_context_movie_genre_length)):
+        if value < (2 if name == "min_timeline_length" else 1):
+            raise ValueError(f"{name} is too small: {value}")
+
+
+def _write_splits(examples, uri: str, label: str):
+    """(split, serialized example) -> gzipped TFRecords under ``uri/Split-<split>/``."""
+    parts = examples | f"Partition{label}" >> beam.Partition(
+        lambda element, _: transforms.SPLITS.index(element[0]), len(transforms.SPLITS))
+    for split, part in zip(transforms.SPLITS, parts):
+        _ = (part
+             | f"Values{label}{split}" >> beam.Values()
+             | f"Write{label}{split}" >> beam.io.WriteToTFRecord(
+                 os.path.join(uri, f"Split-{split}", "data_tfrecord"),
+                 file_name_suffix=".gz"))
+
+
+def _write_text(pcoll_of_one_text, path: str, label: str):
+    """Writes the single string of a PCollection to ``path`` (one file, no shard suffix)."""
+    _ = pcoll_of_one_text | label >> beam.io.WriteToText(
+        path, shard_name_template="", num_shards=1)
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    layout: movielens.Layout,
+    sequence_params: transforms.SequenceParams,
+    split_params: transforms.SplitParams,
+    paths: OutputPaths,
+) -> None:
+    """Adds the whole example generation to ``pipeline`` (see the module docstring)."""
+    lines = pipeline | "ReadRatings" >> beam.io.Read(
+        transforms.RatingLinesSource(str(layout.ratings_path)))
+    parsed = lines | "ParseRatings" >> beam.ParDo(
+        transforms.ParseRatingsFn(layout)).with_outputs(
+            transforms.ParseRatingsFn.DROPPED, main="events")
+    events, dropped = parsed.events, parsed[transforms.ParseRatingsFn.DROPPED]
+    kept = events | "KeepMinRating" >> beam.Filter(
+        lambda event: transforms.is_kept(sequence_params, event))
+
+    cutoffs = None
+    if split_params.strategy == transforms.SPLIT_TEMPORAL:
+        # 1,001 boundaries: the cutoff lands within 0.1% of the requested fraction.
+        def cutoff_of(name, pcoll, fraction):
+            return (pcoll
+                    | f"{name}Timestamps" >> beam.Map(lambda event: event.timestamp)
+                    | f"{name}Quantiles" >> beam.ApproximateQuantiles.Globally(1001)
+                    | f"{name}Cutoff" >> beam.Map(
+                        lambda q: (name, transforms.temporal_cutoff(q, fraction))))
+        cutoffs = beam.pvalue.AsDict(
+            (cutoff_of("sequence", kept, split_params.sequence_train_fraction),
+             cutoff_of("rating", events, split_params.rating_train_fraction))
+            | "FlattenCutoffs" >> beam.Flatten())
+
+    per_user = (events
+                | "KeyByUser" >> beam.Map(lambda event: (event.user_id, event))
+                | "GroupByUser" >> beam.GroupByKey())
+    fn = transforms.UserExamplesFn(layout, sequence_params, split_params)
+    outputs = per_user | "UserExamples" >> beam.ParDo(fn, cutoffs=cutoffs).with_outputs(
+        fn.RATING, fn.STATS, fn.USER_COUNTS, main="sequence")
+    _write_splits(outputs.sequence, paths.sequence_examples, "Sequence")
+    _write_splits(outputs[fn.RATING], paths.rating_examples, "Rating")
+
+    # Vocabularies: one line per movie / user, so only catalogue-sized lists meet here.
+    movie_lines = (kept
+                   | "MovieIds" >> beam.Map(lambda event: event.movie_id)
+                   | "CountMovies" >> beam.combiners.Count.PerElement()
+                   | "MovieCountList" >> beam.combiners.ToList()
+                   | "MovieVocabulary" >> beam.Map(lambda counts: "\n".join(
+                       transforms.movie_vocabulary_lines(
+                           movielens.load_movies(layout), dict(counts)))))
+    _write_text(movie_lines, os.path.join(paths.vocabulary, "movies.tsv"), "WriteMovies")
+    user_lines = (outputs[fn.USER_COUNTS]
+                  | "UserCountList" >> beam.combiners.ToList()
+                  | "UserVocabulary" >> beam.Map(
+                      lambda counts: "\n".join(transforms.user_vocabulary_lines(counts))))
+    _write_text(user_lines, os.path.join(paths.vocabulary, "users.tsv"), "WriteUsers")
+
+    # Statistics: counts summed by name, plus a few samples of each kind of bad line.
+    counts = (
+        (lines | "CountLines" >> beam.combiners.Count.Globally()
+               | "NameLines" >> beam.Map(lambda n: ("lines_read", n)),
+         events | "CountValid" >> beam.combiners.Count.Globally()
+                | "NameValid" >> beam.Map(lambda n: ("ratings_valid", n)),
+         kept | "CountKept" >> beam.combiners.Count.Globally()
+              | "NameKept" >> beam.Map(lambda n: ("ratings_kept", n)),
+         dropped | "NameDropped" >> beam.Map(lambda line: (f"dropped_{line.reason}", 1)),
+         outputs[fn.STATS])
+        | "FlattenCounts" >> beam.Flatten()
+        | "SumCounts" >> beam.CombinePerKey(sum)
+        | "CountList" >> beam.combiners.ToList())
+    samples = (dropped
+               | "KeyByReason" >> beam.Map(lambda line: (line.reason, line))
+               | "SampleBadLines" >> beam.combiners.Sample.FixedSizePerKey(
+                   transforms.BAD_LINE_SAMPLES)
+               | "SampleValues" >> beam.FlatMap(lambda reason_lines: reason_lines[1])
+               | "SampleList" >> beam.combiners.ToList())
+    statistics = (pipeline
+                  | "StatisticsSeed" >> beam.Create([None])
+                  | "MergeStatistics" >> beam.Map(
+                      lambda _, c, s: transforms.merge_statistics(c, s),
+                      beam.pvalue.AsSingleton(counts), beam.pvalue.AsSingleton(samples)))
+    _write_text(statistics, os.path.join(paths.statistics, _RAW_STATISTICS), "WriteStatistics")
+
+
+def _header_lines(layout: movielens.Layout) -> int:
+    with open(layout.ratings_path, "rb") as handle:
+        return int(movielens.is_header_line(layout.name, handle.readline().rstrip(b"\n")))
+
+
+def finish_statistics(
+    layout: movielens.Layout, statistics_dir: str, max_bad_fraction: float,
+) -> Dict[str, Any]:
+    """Turns the pipeline's raw counts into statistics.json and enforces the bad-line limit.
+
+    Raises DataFormatError for a ratings file without a single rating line, and
+    BadInputError when more than ``max_bad_fraction`` of the lines were unusable (the
+    message lists the count of each reason and sample lines as ``file:line``).
+    """
+    with open(os.path.join(statistics_dir, _RAW_STATISTICS)) as handle:
+        raw = json.loads(handle.read())
+    counts: Dict[str, int] = raw["counts"]
+    rating_lines = counts.get("lines_read", 0) - _header_lines(layout)
+    dropped = {reason: counts.get(f"dropped_{reason}", 0) for reason in movielens.DROP_REASONS}
+    samples: List[Dict[str, Any]] = []
+    for sample in raw["bad_line_samples"]:
+        samples.append({
+            "reason": sample["reason"], "file": str(layout.ratings_path),
+            "line": movielens.line_number_at(layout.ratings_path, sample["position"]),
+            "text": sample["text"]})
+    bad = sum(dropped.values())
+    statistics = {
+        "data_dir": str(layout.root),
+        "layout": layout.name,
+        "lines_read": rating_lines,
+        "ratings_valid": counts.get("ratings_valid", 0),
+        "ratings_kept": counts.get("ratings_kept", 0),
+        "ratings_below_min_rating": counts.get("ratings_valid", 0) - counts.get("ratings_kept", 0),
+        "dropped": dropped,
+        "dropped_total": bad,
+        "bad_fraction": bad / rating_lines if rating_lines else 0.0,
+        "bad_line_samples": samples,
+        "users": counts.get("users_with_kept_ratings", 0),
+        "users_skipped_short": counts.get("users_skipped_short", 0),
+        "users_without_profile": counts.get("users_without_profile", 0),
+        "sequence_examples": {s: counts.get(f"sequence_examples_{s}", 0)
+                              for s in transforms.SPLITS},
+        "rating_examples": {s: counts.get(f"rating_examples_{s}", 0) for s in transforms.SPLITS},
+    }
+    with open(os.path.join(statistics_dir, STATISTICS_FILE), "w") as handle:
+        json.dump(statistics, handle, indent=2)
+    os.remove(os.path.join(statistics_dir, _RAW_STATISTICS))
+
+    if rating_lines <= 0:
+        raise movielens.DataFormatError(f"{layout.ratings_path}: no rating lines (empty file)")
+    if statistics["bad_fraction"] > max_bad_fraction:
+        located = "\n".join(
+            f"  {s['file']}:{s['line']}: {s['reason']}: {s['text']}" for s in samples)
+        reasons = ", ".join(f"{reason}={n}" for reason, n in dropped.items() if n)
+        raise BadInputError(
+            f"{bad} of {rating_lines} rating lines are unusable ({reasons}), more than "
+            f"max_bad_fraction={max_bad_fraction} allows. Examples:\n{located}")
+    return statistics
+
+
+def summary_line(statistics: Dict[str, Any]) -> str:
+    """One human-readable line of what example generation did."""
+    dropped = ", ".join(f"{r}={n}" for r, n in statistics["dropped"].items() if n) or "none"
+    seq, rat = statistics["sequence_examples"], statistics["rating_examples"]
+    return (f"read {statistics['lines_read']} rating lines, kept {statistics['ratings_kept']}"
+            f" (dropped: {dropped}; below min_rating: {statistics['ratings_below_min_rating']});"
+            f" {statistics['users']} users ({statistics['users_skipped_short']} too short);"
+            f" sequence examples train={seq['train']} eval={seq['eval']};"
+            f" rating examples train={rat['train']} eval={rat['eval']}")
+
+
+def _mark_examples(artifact: types.Artifact) -> None:
+    artifact.split_names = artifact_utils.encode_split_names(list(transforms.SPLITS))
+    examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
+    examples_utils.set_file_format(artifact, "tfrecords_gzip")
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    """Runs ``build_pipeline`` on the configured Beam runner, then ``finish_statistics``."""
+
+    def Do(self, input_dict, output_dict, exec_properties):
+        layout = movielens.detect_layout(exec_properties["data_dir"])
+        # Parse the catalogues here first: a bad movie or user file fails fast with its
+        # file and line, before any worker starts.
+        movies = movielens.load_movies(layout)
+        movielens.load_users(layout)
+        if layout.ratings_path.stat().st_size == 0:
+            raise movielens.DataFormatError(f"{layout.ratings_path}: empty ratings file")
+
+        sequence_params = transforms.SequenceParams(
+            min_rating=exec_properties.get("min_rating"),
+            min_timeline_length=exec_properties["min_timeline_length"],
+            max_context_length=exec_properties["max_context_length"],
+            max_context_movie_genre_length=exec_properties["max_context_movie_genre_length"])
+        split_params = transforms.SplitParams(
+            strategy=exec_properties["split_strategy"],
+            seed=exec_properties["seed"],
+            sequence_train_fraction=exec_properties["train_fraction"],
+            rating_train_fraction=exec_properties["rating_train_fraction"])
+        artifacts = {name: artifact_utils.get_single_instance(output_dict[name])
+                     for name in ("sequence_examples", "rating_examples", "vocabulary",
+                                  "statistics")}
+        paths = OutputPaths(**{name: a.uri for name, a in artifacts.items()})
+
+        logging.info("MovieLensExampleGen: %s layout at %s", layout.name, layout.root)
+        with self._make_beam_pipeline() as pipeline:
+            build_pipeline(pipeline, layout, sequence_params, split_params, paths)
+
+        genres, years = transforms.feature_vocabularies(movies)
+        with open(os.path.join(paths.vocabulary, "genres.txt"), "w") as handle:
+            handle.write("\n".join(genres) + "\n")
+        with open(os.path.join(paths.vocabulary, "years.txt"), "w") as handle:
+            handle.write("\n".join(str(year) for year in years) + "\n")
+        statistics = finish_statistics(
+            layout, paths.statistics, exec_properties["max_bad_fraction"])
+        for name in ("sequence_examples", "rating_examples"):
+            _mark_examples(artifacts[name])
+        message = "MovieLensExampleGen: " + summary_line(statistics)
+        logging.info(message)
+        print(message, file=sys.stderr)
