@@ -1,0 +1,58 @@
+"""The recommender's TFX DAG, in one function.
+
+  MovieLensExampleGen ─┬─ StatisticsGen(sequence) ── SchemaGen(sequence)
+                       └─ StatisticsGen(rating)   ── SchemaGen(rating)
+
+Trainers, Evaluators and Pushers join as their issues land (see README.md).
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from tfx import v1 as tfx
+from tfx.dsl.components.base import base_node
+
+from components.example_gen.component import MovieLensExampleGen
+from pipeline.configs import PipelineConfig
+
+
+def create_components(config: PipelineConfig) -> List[base_node.BaseNode]:
+    """The DAG's components, wired, in topological order."""
+    eg = config.example_gen
+    example_gen = MovieLensExampleGen(
+        data_dir=config.data_dir,
+        input_fingerprint=config.input_fingerprint,
+        min_rating=eg.min_rating,
+        min_timeline_length=eg.min_timeline_length,
+        max_context_length=eg.max_context_length,
+        max_context_movie_genre_length=eg.max_context_movie_genre_length,
+        split_strategy=eg.split_strategy,
+        train_fraction=eg.train_fraction,
+        rating_train_fraction=eg.rating_train_fraction,
+        seed=eg.seed,
+        max_bad_fraction=eg.max_bad_fraction,
+    )
+    sequence_statistics = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["sequence_examples"]).with_id("SequenceStatisticsGen")
+    sequence_schema = tfx.components.SchemaGen(
+        statistics=sequence_statistics.outputs["statistics"]).with_id("SequenceSchemaGen")
+    rating_statistics = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["rating_examples"]).with_id("RatingStatisticsGen")
+    rating_schema = tfx.components.SchemaGen(
+        statistics=rating_statistics.outputs["statistics"]).with_id("RatingSchemaGen")
+    return [example_gen, sequence_statistics, sequence_schema, rating_statistics,
+            rating_schema]
+
+
+def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+    """The TFX pipeline for ``config``, with SQLite metadata under the output root."""
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=create_components(config),
+        enable_cache=config.enable_cache,
+        metadata_connection_config=tfx.orchestration.metadata
+        .sqlite_metadata_connection_config(config.metadata_path),
+        beam_pipeline_args=list(config.beam_pipeline_args),
+    )

@@ -1,0 +1,81 @@
+"""What a local run did, read back from the ML Metadata store.
+
+After ``pipeline_runner.py run`` this prints, per component, whether it ran or came from
+the cache and where its outputs are, plus the example generator's statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Dict, List
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx.orchestration import metadata
+
+from components.example_gen import executor as example_gen_executor
+from pipeline.configs import PipelineConfig
+
+_STATES = {
+    metadata_store_pb2.Execution.COMPLETE: "ran",
+    metadata_store_pb2.Execution.CACHED: "cached",
+    metadata_store_pb2.Execution.FAILED: "FAILED",
+    metadata_store_pb2.Execution.RUNNING: "running",
+    metadata_store_pb2.Execution.CANCELED: "canceled",
+}
+
+
+def _store(config: PipelineConfig) -> metadata_store.MetadataStore:
+    return metadata_store.MetadataStore(
+        metadata.sqlite_metadata_connection_config(config.metadata_path))
+
+
+def latest_run(config: PipelineConfig) -> List[Dict]:
+    """Executions of the newest pipeline run: node id, state, output URIs by key."""
+    store = _store(config)
+    runs = [c for c in store.get_contexts_by_type("pipeline_run")]
+    if not runs:
+        return []
+    run = max(runs, key=lambda context: context.create_time_since_epoch)
+    executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
+    prefix = config.pipeline_name + "."
+    result = []
+    for execution in executions:
+        nodes = [c.name for c in store.get_contexts_by_execution(execution.id)
+                 if c.name.startswith(prefix)]
+        outputs: Dict[str, List[str]] = {}
+        events = [e for e in store.get_events_by_execution_ids([execution.id])
+                  if e.type in (metadata_store_pb2.Event.OUTPUT,
+                                metadata_store_pb2.Event.DECLARED_OUTPUT)]
+        artifacts = {a.id: a for a in store.get_artifacts_by_id(
+            [e.artifact_id for e in events])}
+        for event in events:
+            key = event.path.steps[0].key if event.path.steps else "output"
+            outputs.setdefault(key, []).append(artifacts[event.artifact_id].uri)
+        result.append({
+            "node": nodes[0][len(prefix):] if nodes else execution.name,
+            "state": _STATES.get(execution.last_known_state, str(execution.last_known_state)),
+            "outputs": outputs,
+        })
+    return result
+
+
+def print_summary(config: PipelineConfig, executions: List[Dict], seconds: float,
+                  stream=sys.stdout) -> None:
+    """Where everything is, what ran and what came from the cache, and the data figures."""
+    print(f"\nPipeline '{config.pipeline_name}' finished in {seconds:.0f} s", file=stream)
+    print(f"  artifacts: {config.pipeline_root}", file=stream)
+    print(f"  metadata:  {config.metadata_path}", file=stream)
+    for execution in executions:
+        print(f"  {execution['node']:<24} {execution['state']}", file=stream)
+        for key, uris in sorted(execution["outputs"].items()):
+            for uri in uris:
+                print(f"      {key}: {uri}", file=stream)
+        for uri in execution["outputs"].get("statistics", []):
+            path = os.path.join(uri, example_gen_executor.STATISTICS_FILE)
+            if os.path.exists(path):
+                with open(path) as handle:
+                    line = example_gen_executor.summary_line(json.load(handle))
+                print(f"      {line}", file=stream)
