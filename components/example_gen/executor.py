@@ -3,9 +3,9 @@
 The pipeline (``build_pipeline``) runs on whatever Beam runner the TFX pipeline's
 ``beam_pipeline_args`` choose. Its shape:
 
-  ratings file --RatingLinesSource--> (offset, line) --ParseRatingsFn--> events | dropped
-  events --GroupByKey(user)--> UserExamplesFn --> sequence / rating examples, stats
-  examples --partition by split--> gzipped TFRecords under Split-train/, Split-eval/
+  ratings file --RatingBlocksSource--> blocks --ParseBlocksFn--> (user, events) | dropped
+  (user, events) --GroupByKey--> UserExamplesFn --> framed TFRecords per kind and split
+  --> gzipped TFRecords under <artifact>/Split-train/ and Split-eval/
   counts --combiners--> statistics.json; movie and user counts --> vocabulary files
 """
 
@@ -67,18 +67,6 @@ def validate_parameters(
             raise ValueError(f"{name} is too small: {value}")
 
 
-def _write_splits(examples, uri: str, label: str):
-    """(split, serialized example) -> gzipped TFRecords under ``uri/Split-<split>/``."""
-    parts = examples | f"Partition{label}" >> beam.Partition(
-        lambda element, _: transforms.SPLITS.index(element[0]), len(transforms.SPLITS))
-    for split, part in zip(transforms.SPLITS, parts):
-        _ = (part
-             | f"Values{label}{split}" >> beam.Values()
-             | f"Write{label}{split}" >> beam.io.WriteToTFRecord(
-                 os.path.join(uri, f"Split-{split}", "data_tfrecord"),
-                 file_name_suffix=".gz"))
-
-
 def _write_text(pcoll_of_one_text, path: str, label: str):
     """Writes the single string of a PCollection to ``path`` (one file, no shard suffix)."""
     _ = pcoll_of_one_text | label >> beam.io.WriteToText(
@@ -91,85 +79,71 @@ def build_pipeline(
     sequence_params: transforms.SequenceParams,
     split_params: transforms.SplitParams,
     paths: OutputPaths,
+    block_size: int = transforms.DEFAULT_BLOCK_SIZE,
 ) -> None:
     """Adds the whole example generation to ``pipeline`` (see the module docstring)."""
-    lines = pipeline | "ReadRatings" >> beam.io.Read(
-        transforms.RatingLinesSource(str(layout.ratings_path)))
-    parsed = lines | "ParseRatings" >> beam.ParDo(
-        transforms.ParseRatingsFn(layout)).with_outputs(
-            transforms.ParseRatingsFn.DROPPED, main="events")
-    events, dropped = parsed.events, parsed[transforms.ParseRatingsFn.DROPPED]
-    kept = events | "KeepMinRating" >> beam.Filter(
-        lambda event: transforms.is_kept(sequence_params, event))
+    blocks = pipeline | "ReadRatingBlocks" >> beam.io.Read(
+        transforms.RatingBlocksSource(str(layout.ratings_path), block_size))
+    parse = transforms.ParseBlocksFn(layout, sequence_params)
+    parsed = blocks | "ParseRatings" >> beam.ParDo(parse).with_outputs(
+        parse.DROPPED, parse.STATS, parse.MOVIE_COUNTS, main="events")
 
     cutoffs = None
     if split_params.strategy == transforms.SPLIT_TEMPORAL:
         # 1,001 boundaries: the cutoff lands within 0.1% of the requested fraction.
-        def cutoff_of(name, pcoll, fraction):
-            return (pcoll
-                    | f"{name}Timestamps" >> beam.Map(lambda event: event.timestamp)
-                    | f"{name}Quantiles" >> beam.ApproximateQuantiles.Globally(1001)
-                    | f"{name}Cutoff" >> beam.Map(
-                        lambda q: (name, transforms.temporal_cutoff(q, fraction))))
+        def cutoff_of(kind, fraction, kept_only):
+            def timestamps(user_events):
+                events = user_events[1]
+                if kept_only:
+                    return events.timestamp[transforms.is_kept(sequence_params, events.rating)]
+                return events.timestamp
+            return (parsed.events
+                    | f"{kind}Timestamps" >> beam.FlatMap(timestamps)
+                    | f"{kind}Quantiles" >> beam.ApproximateQuantiles.Globally(1001)
+                    | f"{kind}Cutoff" >> beam.Map(
+                        lambda q: (kind, transforms.temporal_cutoff(q, fraction))))
         cutoffs = beam.pvalue.AsDict(
-            (cutoff_of("sequence", kept, split_params.sequence_train_fraction),
-             cutoff_of("rating", events, split_params.rating_train_fraction))
+            (cutoff_of(transforms.SEQUENCE, split_params.sequence_train_fraction, True),
+             cutoff_of(transforms.RATING, split_params.rating_train_fraction, False))
             | "FlattenCutoffs" >> beam.Flatten())
 
-    per_user = (events
-                | "KeyByUser" >> beam.Map(lambda event: (event.user_id, event))
-                | "GroupByUser" >> beam.GroupByKey())
-    fn = transforms.UserExamplesFn(layout, sequence_params, split_params)
-    outputs = per_user | "UserExamples" >> beam.ParDo(fn, cutoffs=cutoffs).with_outputs(
-        fn.RATING, fn.STATS, fn.USER_COUNTS, main="sequence")
-    _write_splits(outputs.sequence, paths.sequence_examples, "Sequence")
-    _write_splits(outputs[fn.RATING], paths.rating_examples, "Rating")
+    examples_fn = transforms.UserExamplesFn(layout, sequence_params, split_params)
+    examples = (parsed.events
+                | "GroupByUser" >> beam.GroupByKey()
+                | "UserExamples" >> beam.ParDo(examples_fn, cutoffs=cutoffs).with_outputs(
+                    examples_fn.STATS, examples_fn.USER_COUNTS, *examples_fn.OUTPUTS))
+    for kind, uri in ((transforms.SEQUENCE, paths.sequence_examples),
+                      (transforms.RATING, paths.rating_examples)):
+        for split in transforms.SPLITS:
+            _ = examples[f"{kind}_{split}"] | f"Write-{kind}-{split}" >> (
+                transforms.WriteFramedTFRecords(
+                    os.path.join(uri, f"Split-{split}", "data_tfrecord")))
 
     # Vocabularies: one line per movie / user, so only catalogue-sized lists meet here.
-    movie_lines = (kept
-                   | "MovieIds" >> beam.Map(lambda event: event.movie_id)
-                   | "CountMovies" >> beam.combiners.Count.PerElement()
-                   | "MovieCountList" >> beam.combiners.ToList()
+    movie_lines = (parsed[parse.MOVIE_COUNTS]
+                   | "SumMovieCounts" >> beam.CombineGlobally(transforms.SumCountsFn())
                    | "MovieVocabulary" >> beam.Map(lambda counts: "\n".join(
-                       transforms.movie_vocabulary_lines(
-                           movielens.load_movies(layout), dict(counts)))))
+                       transforms.movie_vocabulary_lines(movielens.load_movies(layout), counts))))
     _write_text(movie_lines, os.path.join(paths.vocabulary, "movies.tsv"), "WriteMovies")
-    user_lines = (outputs[fn.USER_COUNTS]
+    user_lines = (examples[examples_fn.USER_COUNTS]
                   | "UserCountList" >> beam.combiners.ToList()
                   | "UserVocabulary" >> beam.Map(
                       lambda counts: "\n".join(transforms.user_vocabulary_lines(counts))))
     _write_text(user_lines, os.path.join(paths.vocabulary, "users.tsv"), "WriteUsers")
 
     # Statistics: counts summed by name, plus a few samples of each kind of bad line.
-    counts = (
-        (lines | "CountLines" >> beam.combiners.Count.Globally()
-               | "NameLines" >> beam.Map(lambda n: ("lines_read", n)),
-         events | "CountValid" >> beam.combiners.Count.Globally()
-                | "NameValid" >> beam.Map(lambda n: ("ratings_valid", n)),
-         kept | "CountKept" >> beam.combiners.Count.Globally()
-              | "NameKept" >> beam.Map(lambda n: ("ratings_kept", n)),
-         dropped | "NameDropped" >> beam.Map(lambda line: (f"dropped_{line.reason}", 1)),
-         outputs[fn.STATS])
-        | "FlattenCounts" >> beam.Flatten()
-        | "SumCounts" >> beam.CombinePerKey(sum)
-        | "CountList" >> beam.combiners.ToList())
-    samples = (dropped
+    counts = ((parsed[parse.STATS], examples[examples_fn.STATS])
+              | "FlattenCounts" >> beam.Flatten()
+              | "SumCounts" >> beam.CombineGlobally(transforms.SumCountsFn()))
+    samples = (parsed[parse.DROPPED]
                | "KeyByReason" >> beam.Map(lambda line: (line.reason, line))
                | "SampleBadLines" >> beam.combiners.Sample.FixedSizePerKey(
                    transforms.BAD_LINE_SAMPLES)
                | "SampleValues" >> beam.FlatMap(lambda reason_lines: reason_lines[1])
                | "SampleList" >> beam.combiners.ToList())
-    statistics = (pipeline
-                  | "StatisticsSeed" >> beam.Create([None])
-                  | "MergeStatistics" >> beam.Map(
-                      lambda _, c, s: transforms.merge_statistics(c, s),
-                      beam.pvalue.AsSingleton(counts), beam.pvalue.AsSingleton(samples)))
+    statistics = counts | "MergeStatistics" >> beam.Map(
+        transforms.merge_statistics, beam.pvalue.AsSingleton(samples))
     _write_text(statistics, os.path.join(paths.statistics, _RAW_STATISTICS), "WriteStatistics")
-
-
-def _header_lines(layout: movielens.Layout) -> int:
-    with open(layout.ratings_path, "rb") as handle:
-        return int(movielens.is_header_line(layout.name, handle.readline().rstrip(b"\n")))
 
 
 def finish_statistics(
@@ -184,7 +158,7 @@ def finish_statistics(
     with open(os.path.join(statistics_dir, _RAW_STATISTICS)) as handle:
         raw = json.loads(handle.read())
     counts: Dict[str, int] = raw["counts"]
-    rating_lines = counts.get("lines_read", 0) - _header_lines(layout)
+    rating_lines = counts.get("lines_read", 0)  # a CSV header is not counted
     dropped = {reason: counts.get(f"dropped_{reason}", 0) for reason in movielens.DROP_REASONS}
     samples: List[Dict[str, Any]] = []
     for sample in raw["bad_line_samples"]:

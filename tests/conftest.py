@@ -1,0 +1,257 @@
+"""Shared fixtures: the real MovieLens-100K, small synthetic data sets, and a runner of the
+example generator's Beam pipeline that reads what it wrote back into Python dicts."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import pathlib
+import shutil
+from typing import Dict, List, Optional
+
+# TFRS refuses Keras 3; every process that may import TensorFlow needs this first.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+TESTS = pathlib.Path(__file__).resolve().parent
+REPO = TESTS.parent
+# The test modules import the reference implementation as a top-level module. ("tests" is
+# no package here: another installed distribution ships a top-level "tests" package.)
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+ML100K_ENV = "MOVIELENS_100K_DIR"
+DEFAULT_ML100K = REPO.parent / "shared" / "data" / "ml-100k"
+
+# Small synthetic data sets: big enough for every code path, a few seconds per Beam run.
+SYNTHETIC_USERS, SYNTHETIC_MOVIES, SYNTHETIC_RATINGS = 60, 80, 2000
+FORMATS = ("100k", "1m", "csv")
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir() -> pathlib.Path:
+    """The real MovieLens-100K (never copied into the repository). Fails when absent."""
+    path = pathlib.Path(os.environ.get(ML100K_ENV) or DEFAULT_ML100K)
+    if not (path / "u.data").is_file() or not (path / "u.item").is_file():
+        pytest.fail(
+            f"MovieLens-100K not found at {path} (no u.data / u.item). Set {ML100K_ENV} to "
+            f"the directory of the unpacked ml-100k archive (default: {DEFAULT_ML100K}).",
+            pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory):
+    """``synthetic_data(fmt, **kwargs) -> directory``: a synthetic data set, made once per
+    session for each distinct set of arguments (60 users x 80 movies x 2,000 ratings by
+    default). Tests that modify files must copy the directory first."""
+    from data import synthetic
+
+    cache: Dict[tuple, pathlib.Path] = {}
+
+    def make(fmt: str, users: int = SYNTHETIC_USERS, movies: int = SYNTHETIC_MOVIES,
+             ratings: int = SYNTHETIC_RATINGS, seed: int = 7, **kwargs) -> pathlib.Path:
+        key = (fmt, users, movies, ratings, seed, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            out = tmp_path_factory.mktemp(f"synthetic_{fmt}")
+            synthetic.generate(out, users, movies, ratings, fmt, seed, **kwargs)
+            cache[key] = out
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture
+def synthetic_100k(synthetic_data):
+    return synthetic_data("100k")
+
+
+@pytest.fixture
+def synthetic_1m(synthetic_data):
+    return synthetic_data("1m")
+
+
+@pytest.fixture
+def synthetic_csv(synthetic_data):
+    return synthetic_data("csv")
+
+
+@pytest.fixture(params=FORMATS)
+def synthetic_dir(request, synthetic_data):
+    """A small synthetic data set, once per layout."""
+    return synthetic_data(request.param)
+
+
+def example_to_dict(serialized: bytes) -> Dict[str, list]:
+    """A serialized tf.train.Example as ``{feature: [values]}`` (bytes, float or int)."""
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example.FromString(serialized)
+    features = {}
+    for name, feature in example.features.feature.items():
+        kind = feature.WhichOneof("kind")
+        features[name] = list(getattr(feature, kind).value) if kind else []
+    return features
+
+
+def examples_to_dicts(records: List[bytes]) -> List[Dict[str, list]]:
+    """Many serialized tf.train.Examples as dicts, parsed in batches by tf.io.parse_example.
+
+    The feature names and types come from a sample of the records parsed as protos (each
+    sampled record must have the same features); a feature absent from a record reads as
+    an empty list. Parsing a type other than the sampled one fails.
+    """
+    import tensorflow as tf
+
+    if not records:
+        return []
+    types = {"bytes_list": tf.string, "float_list": tf.float32, "int64_list": tf.int64}
+    kinds: Dict[str, str] = {}
+    for record in records[:: max(1, len(records) // 100)] + records[-1:]:
+        sample = _feature_kinds(record)
+        assert not kinds or set(sample) == set(kinds), (sorted(sample), sorted(kinds))
+        for name, kind in sample.items():
+            if kind is not None:
+                assert kinds.get(name) in (None, kind), (name, kind, kinds[name])
+                kinds[name] = kind
+            else:
+                kinds.setdefault(name, None)
+    spec = {name: tf.io.RaggedFeature(types[kind] if kind else tf.string)
+            for name, kind in kinds.items()}
+    columns: Dict[str, list] = {name: [] for name in spec}
+    batch = 1 << 15
+    for start in range(0, len(records), batch):
+        parsed = tf.io.parse_example(tf.constant(records[start:start + batch]), spec)
+        for name, values in parsed.items():
+            columns[name].extend(values.to_list())
+    return [dict(zip(columns, row)) for row in zip(*columns.values())]
+
+
+def _feature_kinds(serialized: bytes) -> Dict[str, Optional[str]]:
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example.FromString(serialized)
+    return {name: feature.WhichOneof("kind")
+            for name, feature in example.features.feature.items()}
+
+
+def read_tfrecords(pattern: str) -> List[bytes]:
+    """Every record of the gzipped TFRecord files matching ``pattern``."""
+    import tensorflow as tf
+
+    files = sorted(glob.glob(pattern))
+    if not files:
+        return []
+    # tf.data checks each record's framing (lengths and masked CRC32Cs); batches keep the
+    # per-record eager overhead out of the way.
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1 << 16)
+    records: List[bytes] = []
+    for batch in dataset:
+        records.extend(batch.numpy().tolist())
+    return records
+
+
+@dataclasses.dataclass
+class ExampleGenRun:
+    """What one run of ``executor.build_pipeline`` wrote, read back on demand."""
+
+    layout: object  # data.movielens.Layout
+    out_dir: pathlib.Path
+    paths: object  # executor.OutputPaths
+    statistics: Optional[dict] = None
+    _raw_backup: Optional[pathlib.Path] = None
+    _cache: dict = dataclasses.field(default_factory=dict)
+
+    def finish(self, max_bad_fraction: float = 0.0) -> dict:
+        """Runs ``executor.finish_statistics`` (again: the raw counts are restored first)."""
+        from components.example_gen import executor
+
+        raw = pathlib.Path(self.paths.statistics) / executor._RAW_STATISTICS
+        shutil.copyfile(self._raw_backup, raw)
+        self.statistics = executor.finish_statistics(
+            self.layout, self.paths.statistics, max_bad_fraction)
+        return self.statistics
+
+    def statistics_file(self) -> dict:
+        with open(os.path.join(self.paths.statistics, "statistics.json")) as handle:
+            return json.load(handle)
+
+    def _uri(self, kind: str) -> str:
+        return {"sequence": self.paths.sequence_examples,
+                "rating": self.paths.rating_examples}[kind]
+
+    def split_files(self, kind: str, split: str) -> List[str]:
+        return sorted(glob.glob(os.path.join(self._uri(kind), f"Split-{split}", "*")))
+
+    def serialized(self, kind: str, split: str) -> List[bytes]:
+        """The serialized examples of ``kind`` ("sequence"/"rating") in ``split``."""
+        key = ("serialized", kind, split)
+        if key not in self._cache:
+            self._cache[key] = read_tfrecords(
+                os.path.join(self._uri(kind), f"Split-{split}", "*.gz"))
+        return self._cache[key]
+
+    def examples(self, kind: str, split: str) -> List[Dict[str, list]]:
+        key = ("examples", kind, split)
+        if key not in self._cache:
+            self._cache[key] = examples_to_dicts(self.serialized(kind, split))
+        return self._cache[key]
+
+    def all_examples(self, kind: str) -> List[Dict[str, list]]:
+        return self.examples(kind, "train") + self.examples(kind, "eval")
+
+    def vocabulary(self, name: str) -> List[str]:
+        with open(os.path.join(self.paths.vocabulary, name), encoding="utf-8") as handle:
+            return handle.read().splitlines()
+
+
+@pytest.fixture(scope="session")
+def run_example_gen(tmp_path_factory):
+    """``run_example_gen(data_dir, **parameters) -> ExampleGenRun``.
+
+    Runs ``executor.build_pipeline`` on an in-memory ``beam.Pipeline()`` (DirectRunner)
+    into fresh temporary directories, then (unless ``finish=False``)
+    ``finish_statistics`` with ``max_bad_fraction``. Parameters are the component's, plus
+    ``block_size`` (bytes of the ratings file per block; default: the pipeline's).
+    """
+    import apache_beam as beam
+
+    from components.example_gen import executor, transforms
+    from data import movielens
+
+    def run(data_dir, *, min_rating: Optional[float] = 2, min_timeline_length: int = 3,
+            max_context_length: int = 10, max_context_movie_genre_length: int = 10,
+            split_strategy: str = "random", seed: int = 42, train_fraction: float = 0.9,
+            rating_train_fraction: float = 0.8, max_bad_fraction: float = 0.0,
+            block_size: Optional[int] = None, finish: bool = True) -> ExampleGenRun:
+        layout = movielens.detect_layout(data_dir)
+        out = tmp_path_factory.mktemp("example_gen")
+        paths = executor.OutputPaths(
+            sequence_examples=str(out / "sequence_examples"),
+            rating_examples=str(out / "rating_examples"),
+            vocabulary=str(out / "vocabulary"),
+            statistics=str(out / "statistics"))
+        sequence_params = transforms.SequenceParams(
+            min_rating=min_rating, min_timeline_length=min_timeline_length,
+            max_context_length=max_context_length,
+            max_context_movie_genre_length=max_context_movie_genre_length)
+        split_params = transforms.SplitParams(
+            strategy=split_strategy, seed=seed, sequence_train_fraction=train_fraction,
+            rating_train_fraction=rating_train_fraction)
+        # A small block_size spreads a small file over many blocks (and bundles).
+        extra = {} if block_size is None else {"block_size": block_size}
+        with beam.Pipeline() as pipeline:
+            executor.build_pipeline(
+                pipeline, layout, sequence_params, split_params, paths, **extra)
+        backup = out / "raw_statistics.backup.json"
+        shutil.copyfile(os.path.join(paths.statistics, executor._RAW_STATISTICS), backup)
+        result = ExampleGenRun(layout=layout, out_dir=out, paths=paths, _raw_backup=backup)
+        if finish:
+            result.finish(max_bad_fraction)
+        return result
+
+    return run

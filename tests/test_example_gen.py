@@ -1,0 +1,668 @@
+"""Tests for MovieLensExampleGen: the Beam pipeline against an independent reference.
+
+Every example the pipeline writes is compared, all features, with what
+``tests/reference_sequences.py`` computes from the raw files in plain Python: on the real
+MovieLens-100K (the sequential tutorial's flags: 92,947 examples) and on small synthetic
+data sets of each layout, doctored to hold timestamp ties, short users, filtered ratings,
+a user without a profile and a movie nobody rated.
+
+Pipelines run on an in-memory ``beam.Pipeline()`` (see ``run_example_gen`` in
+conftest.py); one test runs the component through TFX's LocalDagRunner.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import pathlib
+import re
+import shutil
+
+import pytest
+
+from components.example_gen import executor, transforms
+from data import movielens
+import reference_sequences as reference  # tests/ is on sys.path (conftest.py)
+
+SEP = {"100k": "\t", "1m": "::", "csv": ","}
+RATINGS_FILE = {"100k": "u.data", "1m": "ratings.dat", "csv": "ratings.csv"}
+MOVIES_FILE = {"100k": "u.item", "1m": "movies.dat", "csv": "movies.csv"}
+USER_FEATURES = {"user_age", "user_gender", "user_occupation", "user_zip_code"}
+SEQUENCE_FEATURES = {"user_id", "timestamp", "context_movie_id", "context_movie_rating",
+                     "context_movie_year", "context_movie_genre", "label_movie_id"}
+RATING_FEATURES = {"user_id", "movie_id", "movie_title", "movie_genres", "movie_year",
+                   "user_rating", "timestamp"}
+
+# The doctored synthetic data sets (see make_tricky).
+EXTRA_USER = 61  # not in the user file; synthetic users are 1..60
+UNRATED_MOVIE = 500  # added to the movie file, never rated
+TIE_TIMESTAMP = 1_000_000_000
+# Bytes per block of the ratings file in the synthetic runs: small, odd sizes spread the
+# ~30 KB files over dozens of blocks, so lines straddle block boundaries and a user's
+# ratings (and timestamp ties) arrive from many blocks.
+BLOCK_SIZE = {"100k": 1000, "1m": 777, "csv": 4093}
+
+
+def _rating_text(fmt: str, value: float) -> str:
+    return f"{value:.1f}" if fmt == "csv" else str(int(value))
+
+
+def _rating_line(fmt: str, user: int, movie: int, rating: float, timestamp: int) -> str:
+    return SEP[fmt].join((str(user), str(movie), _rating_text(fmt, rating), str(timestamp)))
+
+
+def make_tricky(source: pathlib.Path, destination: pathlib.Path, fmt: str) -> pathlib.Path:
+    """A copy of a synthetic data set with the cases the reference algorithm must survive.
+
+    * user 1 keeps 1 rating, user 2 keeps 2, all 4 stars (too short for
+      min_timeline_length 3);
+    * user 3 has 3 ratings, one of them 1 star (2 kept: too short once filtered);
+    * user 4 has exactly 3 ratings, all kept (2 examples);
+    * user 5's ratings are all 1 star (no kept rating at all);
+    * user 61 is absent from the user file; 5 of its 6 ratings share one timestamp (one of
+      them 1 star, filtered) and are spread over the file, so ties must keep file order;
+    * movie 500 is in the movie file but never rated.
+    The synthetic data itself (tie_prob 0.5) has many ties and 1-star ratings.
+    """
+    shutil.copytree(source, destination)
+    path = destination / RATINGS_FILE[fmt]
+    lines = path.read_text("ascii").splitlines()
+    header, body = (lines[:1], lines[1:]) if fmt == "csv" else ([], lines)
+    seen = collections.Counter()
+    out = []
+    for line in body:
+        user, movie, rating, timestamp = line.split(SEP[fmt])
+        user, rating = int(user), float(rating)
+        seen[user] += 1
+        limit = {1: 1, 2: 2, 3: 3, 4: 3}.get(user)
+        if limit is not None and seen[user] > limit:
+            continue
+        if (user == 3 and seen[user] == 2) or user == 5:
+            rating = 1.0
+        elif user in (1, 2, 3, 4):
+            rating = 4.0
+        out.append(_rating_line(fmt, user, int(movie), rating, int(timestamp)))
+    extra = [(10, 4.0, TIE_TIMESTAMP), (11, 1.0, TIE_TIMESTAMP), (12, 5.0, TIE_TIMESTAMP),
+             (13, 3.0, TIE_TIMESTAMP - 1), (14, 2.0, TIE_TIMESTAMP),
+             (15, 3.0, TIE_TIMESTAMP)]
+    for k, (movie, rating, timestamp) in enumerate(extra):
+        out.insert(len(out) * (k + 1) // (len(extra) + 1),
+                   _rating_line(fmt, EXTRA_USER, movie, rating, timestamp))
+    path.write_text("\n".join(header + out) + "\n", "ascii")
+
+    movies_path = destination / MOVIES_FILE[fmt]
+    if fmt == "100k":
+        flags = ["0"] * 19
+        flags[8] = "1"  # Drama
+        line = (f"{UNRATED_MOVIE}|Never Rated (1990)|01-Jan-1990||"
+                f"http://us.imdb.com/M/title-exact?Never|" + "|".join(flags))
+    elif fmt == "1m":
+        line = f"{UNRATED_MOVIE}::Never Rated (1990)::Drama"
+    else:
+        line = f"{UNRATED_MOVIE},Never Rated (1990),Drama"
+    with open(movies_path, "ab") as handle:
+        handle.write(line.encode("latin-1") + b"\n")
+    return destination
+
+
+@pytest.fixture(scope="module")
+def tricky_dir(synthetic_data, tmp_path_factory):
+    cache = {}
+
+    def get(fmt: str) -> pathlib.Path:
+        if fmt not in cache:
+            source = synthetic_data(fmt, tie_prob=0.5)
+            cache[fmt] = make_tricky(
+                source, tmp_path_factory.mktemp(f"tricky_{fmt}") / "data", fmt)
+        return cache[fmt]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def tricky_run(tricky_dir, run_example_gen):
+    """Default-parameter runs (min_rating 2, random split, seed 42), one per layout."""
+    cache = {}
+
+    def get(fmt: str):
+        if fmt not in cache:
+            cache[fmt] = run_example_gen(tricky_dir(fmt), block_size=BLOCK_SIZE[fmt])
+        return cache[fmt]
+
+    return get
+
+
+def assert_same_examples(actual, expected, what: str) -> None:
+    """Multiset equality of feature dicts, with a readable diff of a few differences."""
+    got, want = reference.multiset(actual), reference.multiset(expected)
+    if got != want:
+        missing = list((want - got).elements())[:3]
+        extra = list((got - want).elements())[:3]
+        pytest.fail(
+            f"{what}: {sum(got.values())} examples written, {sum(want.values())} expected; "
+            f"{sum((want - got).values())} missing, {sum((got - want).values())} unexpected."
+            f"\nmissing (first 3): {missing}\nunexpected (first 3): {extra}")
+
+
+def _share(run, kind: str) -> float:
+    train, evaluation = len(run.serialized(kind, "train")), len(run.serialized(kind, "eval"))
+    return train / (train + evaluation)
+
+
+# ---------------------------------------------------------------------------------------
+# The real MovieLens-100K with the sequential tutorial's flags.
+
+
+@pytest.fixture(scope="module")
+def ml100k(ml100k_dir, run_example_gen):
+    """One run on ml-100k per session (~30-40 s), and the reference's data."""
+    run = run_example_gen(ml100k_dir, min_rating=2, min_timeline_length=3,
+                          max_context_length=10, max_context_movie_genre_length=10)
+    return run, reference.load(ml100k_dir)
+
+
+def test_ml100k_sequence_examples_match_reference(ml100k):
+    run, data = ml100k
+    written = run.all_examples("sequence")
+    assert len(written) == 92_947
+    assert {name for example in written for name in example} == SEQUENCE_FEATURES
+    expected = [e.features for e in reference.sequence_examples(data)]
+    assert len(expected) == 92_947
+    assert_same_examples(written, expected, "ml-100k sequence examples")
+
+
+def test_ml100k_split_and_statistics(ml100k):
+    run, data = ml100k
+    assert abs(_share(run, "sequence") - 0.9) <= 0.005
+    stats = run.statistics
+    assert stats == run.statistics_file()
+    assert stats["layout"] == "100k"
+    assert stats["lines_read"] == 100_000 == stats["ratings_valid"]
+    assert stats["dropped_total"] == 0
+    kept = reference.kept_ratings(data, 2)
+    assert stats["ratings_kept"] == len(kept)
+    assert stats["ratings_below_min_rating"] == 100_000 - len(kept)
+    assert stats["users"] == 943  # u.user's extra user 0 has no rating
+    lengths = collections.Counter(r.user_id for r in kept)
+    assert stats["users_skipped_short"] == sum(1 for n in lengths.values() if n < 3)
+    assert stats["users_without_profile"] == 0
+    for split in transforms.SPLITS:
+        assert stats["sequence_examples"][split] == len(run.serialized("sequence", split))
+        assert stats["rating_examples"][split] == len(run.serialized("rating", split))
+
+
+def test_ml100k_rating_examples_match_reference(ml100k):
+    run, data = ml100k
+    written = run.all_examples("rating")
+    assert len(written) == 100_000
+    assert abs(_share(run, "rating") - 0.8) <= 0.005
+    assert {name for example in written for name in example} == RATING_FEATURES | USER_FEATURES
+    assert_same_examples(written, reference.rating_examples(data), "ml-100k rating examples")
+
+
+def test_ml100k_movie_vocabulary(ml100k):
+    run, data = ml100k
+    counts = reference.movie_counts(reference.kept_ratings(data, 2))
+    lines = [line.split("\t") for line in run.vocabulary("movies.tsv")]
+    assert len(lines) == 1682
+    ids = [int(fields[0]) for fields in lines]
+    assert ids == sorted(data.movies, key=lambda m: (-counts.get(m, 0), m))
+    assert [int(fields[1]) for fields in lines] == [counts.get(m, 0) for m in ids]
+
+
+# ---------------------------------------------------------------------------------------
+# Parity on doctored synthetic data, every layout.
+
+
+@pytest.mark.parametrize("fmt", ["100k", "1m", "csv"])
+def test_sequence_examples_match_reference(tricky_run, tricky_dir, fmt):
+    run = tricky_run(fmt)
+    data = reference.load(tricky_dir(fmt))
+    expected = reference.sequence_examples(data)
+    written = run.all_examples("sequence")
+    assert_same_examples(written, [e.features for e in expected], f"{fmt} sequence examples")
+
+    # The doctored cases really are in the data and handled as specified.
+    users = collections.Counter(example["user_id"][0] for example in written)
+    assert not {1, 2, 3, 5} & set(users)
+    assert users[4] == 2
+    timeline = reference.timelines(reference.kept_ratings(data, 2))[EXTRA_USER]
+    assert [r.movie_id for r in timeline] == [13, 10, 12, 14, 15]  # ties in file order
+    assert users[EXTRA_USER] == 4
+    assert sorted(e["label_movie_id"][0] for e in written
+                  if e["user_id"][0] == EXTRA_USER) == [10, 12, 14, 15]
+    last = [e for e in written if e["user_id"][0] == EXTRA_USER
+            and e["label_movie_id"][0] == 15]
+    assert last[0]["context_movie_id"] == [13, 10, 12, 14] + [0] * 6
+    assert any(e["context_movie_id"][-1] != 0 for e in written)  # contexts get truncated
+    assert any(e["context_movie_genre"][-1] == b"UNK" for e in written)
+    ties = sum(1 for t in reference.timelines(data.ratings).values()
+               for a, b in zip(t, t[1:]) if a.timestamp == b.timestamp)
+    assert ties > 100
+    low = min(r.rating for r in data.ratings)
+    assert low < 2  # ratings below min_rating exist and were filtered
+
+
+@pytest.mark.parametrize("fmt", ["100k", "1m", "csv"])
+def test_rating_examples_match_reference(tricky_run, tricky_dir, fmt):
+    run = tricky_run(fmt)
+    data = reference.load(tricky_dir(fmt))
+    written = run.all_examples("rating")
+    assert len(written) == len(data.ratings)  # every valid rating, 1 stars included
+    assert_same_examples(written, reference.rating_examples(data), f"{fmt} rating examples")
+    names = {name for example in written for name in example}
+    if fmt == "csv":
+        assert names == RATING_FEATURES
+    else:
+        assert names == RATING_FEATURES | USER_FEATURES
+        profiled = [e for e in written if e["user_id"][0] == 7]
+        assert profiled and all(e["user_gender"][0] in (b"M", b"F") for e in profiled)
+        unprofiled = [e for e in written if e["user_id"][0] == EXTRA_USER]
+        assert len(unprofiled) == 6 and all(e["user_gender"] == [b""] for e in unprofiled)
+    assert abs(_share(run, "rating") - 0.8) <= 0.05
+
+
+def test_min_rating_none_and_other_lengths(tricky_dir, run_example_gen):
+    """min_rating=None keeps every rating; non-default lengths on the half-star layout."""
+    params = dict(min_rating=None, min_timeline_length=5, max_context_length=4,
+                  max_context_movie_genre_length=6)
+    run = run_example_gen(tricky_dir("csv"), block_size=BLOCK_SIZE["csv"], **params)
+    data = reference.load(tricky_dir("csv"))
+    expected = reference.sequence_examples(data, **params)
+    written = run.all_examples("sequence")
+    assert_same_examples(written, [e.features for e in expected], "min_rating=None")
+    assert all(len(e["context_movie_id"]) == 4 and len(e["context_movie_genre"]) == 6
+               for e in written)
+    assert any(0.5 in e["context_movie_rating"] for e in written)
+    users = collections.Counter(e["user_id"][0] for e in written)
+    assert users[5] > 0 and 4 not in users  # all-1-star user kept; 3 ratings < 5
+    assert run.statistics["ratings_kept"] == run.statistics["ratings_valid"] == len(
+        data.ratings)
+
+
+# ---------------------------------------------------------------------------------------
+# Statistics and vocabularies.
+
+
+@pytest.mark.parametrize("fmt", ["100k", "1m", "csv"])
+def test_statistics(tricky_run, tricky_dir, fmt):
+    run = tricky_run(fmt)
+    data = reference.load(tricky_dir(fmt))
+    stats = run.statistics_file()
+    assert stats == run.statistics
+    kept = reference.kept_ratings(data, 2)
+    lengths = collections.Counter(r.user_id for r in kept)
+    assert stats["layout"] == fmt
+    assert stats["lines_read"] == data.lines_read == _count_rating_lines(data)
+    assert stats["ratings_valid"] == len(data.ratings)
+    assert stats["ratings_kept"] == len(kept)
+    assert stats["ratings_below_min_rating"] == len(data.ratings) - len(kept) > 0
+    assert stats["dropped"] == {reason: 0 for reason in movielens.DROP_REASONS}
+    assert stats["dropped_total"] == 0 and stats["bad_line_samples"] == []
+    assert stats["lines_read"] == stats["ratings_valid"] + stats["dropped_total"]
+    assert stats["users"] == len(lengths)
+    assert stats["users_skipped_short"] == sum(1 for n in lengths.values() if n < 3) == 3
+    assert stats["users_without_profile"] == (0 if fmt == "csv" else 1)
+    for kind in ("sequence", "rating"):
+        for split in transforms.SPLITS:
+            assert stats[f"{kind}_examples"][split] == len(run.serialized(kind, split)) > 0
+    assert sum(stats["sequence_examples"].values()) == len(reference.sequence_examples(data))
+    summary = executor.summary_line(stats)
+    assert f"kept {len(kept)}" in summary and "too short" in summary
+
+
+def _count_rating_lines(data) -> int:
+    """Rating lines of the file, counted independently of both implementations."""
+    with open(data.ratings_path, "rb") as handle:
+        count = handle.read().count(b"\n")
+    return count - (1 if data.layout == "csv" else 0)
+
+
+@pytest.mark.parametrize("fmt", ["100k", "csv"])
+def test_vocabularies(tricky_run, tricky_dir, fmt):
+    run = tricky_run(fmt)
+    data = reference.load(tricky_dir(fmt))
+    counts = reference.movie_counts(reference.kept_ratings(data, 2))
+    rows = [line.split("\t") for line in run.vocabulary("movies.tsv")]
+    assert all(len(row) == 5 for row in rows)
+    ids = [int(row[0]) for row in rows]
+    # Every movie of the movie file, most kept ratings first, ties by id.
+    assert sorted(ids) == sorted(data.movies)
+    assert ids == sorted(data.movies, key=lambda m: (-counts.get(m, 0), m))
+    assert ids[-1] == UNRATED_MOVIE or counts.get(ids[-1], 0) == 0
+    for movie_id, count, title, year, genres in rows:
+        movie = data.movies[int(movie_id)]
+        assert int(count) == counts.get(int(movie_id), 0)
+        assert (title, int(year), tuple(g for g in genres.split("|") if g)) == (
+            movie.title, movie.year, movie.genres)
+    assert int(rows[ids.index(UNRATED_MOVIE)][1]) == 0
+    assert len({int(row[1]) for row in rows}) > 5  # the order is actually exercised
+
+    valid = collections.Counter(r.user_id for r in data.ratings)
+    users = [tuple(map(int, line.split("\t"))) for line in run.vocabulary("users.tsv")]
+    assert users == sorted(valid.items(), key=lambda uc: (-uc[1], uc[0]))
+    assert (5, valid[5]) in users and (1, 1) in users
+
+
+def test_feature_vocabularies(tricky_dir):
+    layout = movielens.detect_layout(tricky_dir("100k"))
+    movies = movielens.load_movies(layout)
+    genres, years = transforms.feature_vocabularies(movies)
+    data = reference.load(tricky_dir("100k"))
+    genre_counts = collections.Counter(g for m in data.movies.values() for g in m.genres)
+    year_counts = collections.Counter(m.year for m in data.movies.values())
+    assert genres[0] == "UNK" and years[0] == 0
+    assert genres[1:] == sorted(genre_counts, key=lambda g: (-genre_counts[g], g))
+    assert years[1:] == sorted((y for y in year_counts if y), key=lambda y: (-year_counts[y], y))
+
+
+# ---------------------------------------------------------------------------------------
+# Split strategies and determinism.
+
+
+def test_random_split_fraction(tricky_run):
+    run = tricky_run("100k")
+    assert abs(_share(run, "sequence") - 0.9) <= 0.03
+    assert abs(_share(run, "rating") - 0.8) <= 0.05
+    # A user appears on both sides (the split is per example, not per user).
+    train_users = {e["user_id"][0] for e in run.examples("sequence", "train")}
+    eval_users = {e["user_id"][0] for e in run.examples("sequence", "eval")}
+    assert len(train_users & eval_users) > 10
+
+
+@pytest.fixture(scope="module")
+def reruns(tricky_run, tricky_dir, run_example_gen):
+    """The default 100k run, the same run again, and one with another seed."""
+    first = tricky_run("100k")
+    again = run_example_gen(tricky_dir("100k"), block_size=BLOCK_SIZE["100k"])
+    other = run_example_gen(tricky_dir("100k"), block_size=BLOCK_SIZE["100k"], seed=43)
+    return first, again, other
+
+
+def _content(run, kind: str, split: str) -> collections.Counter:
+    return reference.multiset(run.examples(kind, split))
+
+
+def test_same_seed_same_examples_other_seed_other_split(reruns):
+    first, again, other = reruns
+    for kind in transforms.KINDS:
+        for split in transforms.SPLITS:
+            assert _content(again, kind, split) == _content(first, kind, split), (kind, split)
+            assert again.statistics == first.statistics
+        assert _content(other, kind, "train") != _content(first, kind, "train"), kind
+        assert abs(len(other.serialized(kind, "train")) - len(first.serialized(kind, "train"))
+                   ) < 0.05 * len(first.serialized(kind, "train"))
+        # The same examples, assigned differently.
+        assert _content(other, kind, "train") + _content(other, kind, "eval") == \
+            _content(first, kind, "train") + _content(first, kind, "eval"), kind
+
+
+def test_temporal_split(tricky_dir, run_example_gen):
+    run = run_example_gen(tricky_dir("100k"), split_strategy="temporal",
+                          block_size=BLOCK_SIZE["100k"])
+    data = reference.load(tricky_dir("100k"))
+    assert_same_examples(run.all_examples("sequence"),
+                         [e.features for e in reference.sequence_examples(data)], "temporal")
+    for kind, fraction, tolerance in (("sequence", 0.9, 0.05), ("rating", 0.8, 0.05)):
+        train = [e["timestamp"][0] for e in run.examples(kind, "train")]
+        evaluation = [e["timestamp"][0] for e in run.examples(kind, "eval")]
+        assert train and evaluation
+        assert max(train) < min(evaluation), kind  # one global cutoff
+        assert abs(len(train) / (len(train) + len(evaluation)) - fraction) <= tolerance, kind
+    assert run.statistics["sequence_examples"]["eval"] == len(run.serialized("sequence", "eval"))
+
+
+def test_leave_last_out_split(tricky_dir, run_example_gen):
+    run = run_example_gen(tricky_dir("1m"), split_strategy="leave_last_out",
+                          block_size=BLOCK_SIZE["1m"])
+    data = reference.load(tricky_dir("1m"))
+    expected = reference.sequence_examples(data)
+    assert_same_examples(run.examples("sequence", "eval"),
+                         [e.features for e in expected if e.is_last], "leave-last-out eval")
+    assert_same_examples(run.examples("sequence", "train"),
+                         [e.features for e in expected if not e.is_last], "leave-last-out train")
+    eval_users = collections.Counter(e["user_id"][0] for e in run.examples("sequence", "eval"))
+    long_users = {e.user_id for e in expected}
+    assert set(eval_users) == long_users and set(eval_users.values()) == {1}
+    # Ratings: each user's last rating (by time, ties in file order) is held out.
+    last = {user: timeline[-1] for user, timeline in reference.timelines(data.ratings).items()}
+    held_out = {(e["user_id"][0], e["movie_id"][0], e["timestamp"][0])
+                for e in run.examples("rating", "eval")}
+    assert len(run.serialized("rating", "eval")) == len(last)
+    assert held_out == {(u, r.movie_id, r.timestamp) for u, r in last.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input.
+
+
+def _insert_line(path: pathlib.Path, number: int, raw: bytes) -> None:
+    lines = path.read_bytes().split(b"\n")
+    lines.insert(number - 1, raw)
+    path.write_bytes(b"\n".join(lines))
+
+
+BAD_LINES = [
+    ("100k", movielens.WRONG_FIELD_COUNT, b"196\t242\t3"),
+    ("1m", movielens.NON_NUMERIC, b"12::abc::4::978300760"),
+    ("100k", movielens.RATING_OUT_OF_RANGE, b"5\t3\t6\t881250949"),
+    ("csv", movielens.RATING_OUT_OF_RANGE, b"5,3,5.5,1147880044"),
+    ("1m", movielens.UNKNOWN_MOVIE, b"3::9999::4::978300760"),
+    ("csv", movielens.UNDECODABLE, b"7,\xff3,4.0,1147880044"),
+    ("100k", movielens.BLANK_LINE, b""),
+]
+
+
+@pytest.mark.parametrize("fmt, reason, raw", BAD_LINES, ids=[
+    f"{fmt}-{reason}" for fmt, reason, _ in BAD_LINES])
+def test_one_bad_line(synthetic_data, run_example_gen, tmp_path, fmt, reason, raw):
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_data(fmt), data_dir)
+    ratings = data_dir / RATINGS_FILE[fmt]
+    line = 137
+    _insert_line(ratings, line, raw)
+    run = run_example_gen(data_dir, block_size=BLOCK_SIZE[fmt], finish=False)
+
+    with pytest.raises(executor.BadInputError) as raised:
+        run.finish(0.0)
+    message = str(raised.value)
+    assert f"{ratings}:{line}: {reason}" in message
+    assert f"{reason}=1" in message
+    assert len(re.findall(re.escape(str(ratings)) + r":\d+", message)) == 1
+
+    stats = run.finish(0.5)
+    assert stats == run.statistics_file()
+    assert stats["dropped"] == {r: int(r == reason) for r in movielens.DROP_REASONS}
+    assert stats["dropped_total"] == 1
+    assert stats["lines_read"] == stats["ratings_valid"] + stats["dropped_total"]
+    assert stats["bad_line_samples"] == [
+        {"reason": reason, "file": str(ratings), "line": line,
+         "text": stats["bad_line_samples"][0]["text"]}]
+    expected = reference.load(data_dir)
+    assert expected.bad_lines == [(line, reason)]
+    assert stats["lines_read"] == expected.lines_read
+    assert sum(stats["sequence_examples"].values()) == len(
+        reference.sequence_examples(expected))
+
+
+def test_many_bad_lines_counted_by_reason(synthetic_data, run_example_gen, tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_data("100k"), data_dir)
+    ratings = data_dir / "u.data"
+    bad = [b"1\t2\t3", b"1\t2\t3\t4\t5", b"x\t2\t3\t4", b"1\t2\t3\t4.5", b"1\t2\t9\t4",
+           b"1\t2\t2.5\t4", b"1\t9999\t3\t4", b"1\t0\t3\t4", b"1\t2\t\xe9\t4", b"",
+           b"  \r", b"2\t9999\t5\t1"]
+    for k, raw in enumerate(bad):
+        _insert_line(ratings, 40 + 150 * k, raw)
+    data = reference.load(data_dir)
+    assert len(data.bad_lines) == len(bad)
+    run = run_example_gen(data_dir, block_size=512, finish=False)
+
+    fraction = len(bad) / data.lines_read
+    with pytest.raises(executor.BadInputError) as raised:
+        run.finish(fraction * 0.99)
+    message = str(raised.value)
+    for number, reason in data.bad_lines:  # at most 5 per reason: all quoted here
+        assert f"{ratings}:{number}: {reason}" in message
+    stats = run.finish(fraction)  # exactly at the limit: allowed
+    expected = collections.Counter(reason for _, reason in data.bad_lines)
+    assert stats["dropped"] == {r: expected.get(r, 0) for r in movielens.DROP_REASONS}
+    assert stats["dropped"]["unknown_movie"] == 3 and stats["dropped"]["blank_line"] == 2
+    assert stats["dropped_total"] == len(bad)
+    assert stats["lines_read"] == data.lines_read == stats["ratings_valid"] + len(bad)
+    assert sorted((s["line"], s["reason"]) for s in stats["bad_line_samples"]) == sorted(
+        data.bad_lines)
+    assert stats["bad_fraction"] == pytest.approx(fraction)
+    assert_same_examples(run.all_examples("sequence"),
+                         [e.features for e in reference.sequence_examples(data)],
+                         "sequence examples despite bad lines")
+    assert len(run.serialized("rating", "train")) + len(
+        run.serialized("rating", "eval")) == len(data.ratings)
+
+
+def test_header_only_ratings_file(synthetic_data, run_example_gen, tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_data("csv"), data_dir)
+    (data_dir / "ratings.csv").write_bytes(b"userId,movieId,rating,timestamp\n")
+    run = run_example_gen(data_dir, finish=False)
+    with pytest.raises(movielens.DataFormatError, match=r"ratings\.csv: no rating lines"):
+        run.finish(0.5)
+
+
+def _executor_outputs(tmp_path):
+    from tfx.types import standard_artifacts
+
+    from components.example_gen import component
+
+    outputs = {}
+    for name, artifact_type in (("sequence_examples", standard_artifacts.Examples),
+                                ("rating_examples", standard_artifacts.Examples),
+                                ("vocabulary", component.MovieLensVocabulary),
+                                ("statistics", component.ExampleGenStatistics)):
+        artifact = artifact_type()
+        artifact.uri = str(tmp_path / "out" / name)
+        os.makedirs(artifact.uri)
+        outputs[name] = [artifact]
+    return outputs
+
+
+_EXEC_PROPERTIES = dict(min_rating=2.0, min_timeline_length=3, max_context_length=10,
+                        max_context_movie_genre_length=10, split_strategy="random",
+                        train_fraction=0.9, rating_train_fraction=0.8, seed=42,
+                        max_bad_fraction=0.0)
+
+
+def test_executor_rejects_empty_ratings_file(synthetic_data, tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_data("100k"), data_dir)
+    (data_dir / "u.data").write_bytes(b"")
+    with pytest.raises(movielens.DataFormatError, match=r"u\.data: empty ratings file"):
+        executor.Executor().Do({}, _executor_outputs(tmp_path),
+                               dict(_EXEC_PROPERTIES, data_dir=str(data_dir)))
+
+
+@pytest.mark.parametrize("fmt", ["100k", "csv"])
+def test_executor_rejects_missing_movie_file(synthetic_data, tmp_path, fmt):
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_data(fmt), data_dir)
+    (data_dir / MOVIES_FILE[fmt]).unlink()
+    with pytest.raises(movielens.DataFormatError, match=re.escape(MOVIES_FILE[fmt])):
+        executor.Executor().Do({}, _executor_outputs(tmp_path),
+                               dict(_EXEC_PROPERTIES, data_dir=str(data_dir)))
+
+
+def test_executor_rejects_malformed_movie_file(synthetic_data, tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_data("1m"), data_dir)
+    _insert_line(data_dir / "movies.dat", 3, b"3::Missing Genres (1990)")
+    with pytest.raises(movielens.DataFormatError, match=r"movies\.dat:3: expected 3 fields"):
+        executor.Executor().Do({}, _executor_outputs(tmp_path),
+                               dict(_EXEC_PROPERTIES, data_dir=str(data_dir)))
+
+
+# ---------------------------------------------------------------------------------------
+# The TFX component.
+
+
+def test_component_parameters(tmp_path):
+    from components.example_gen.component import MovieLensExampleGen
+
+    component = MovieLensExampleGen(data_dir=str(tmp_path))
+    properties = component.exec_properties
+    assert properties["data_dir"] == str(tmp_path)
+    assert properties["min_rating"] == 2.0 and properties["min_timeline_length"] == 3
+    assert properties["max_context_length"] == 10
+    assert properties["max_context_movie_genre_length"] == 10
+    assert properties["split_strategy"] == "random" and properties["max_bad_fraction"] == 0.0
+    assert set(component.outputs) == {
+        "sequence_examples", "rating_examples", "vocabulary", "statistics"}
+    assert MovieLensExampleGen(data_dir="d", min_rating=None).exec_properties[
+        "min_rating"] is None
+    for strategy in transforms.SPLIT_STRATEGIES:
+        MovieLensExampleGen(data_dir="d", split_strategy=strategy)
+
+
+@pytest.mark.parametrize("bad, name", [
+    (dict(split_strategy="by_user"), "split_strategy"),
+    (dict(train_fraction=1.0), "train_fraction"),
+    (dict(train_fraction=0.0), "train_fraction"),
+    (dict(rating_train_fraction=1.5), "rating_train_fraction"),
+    (dict(max_bad_fraction=-0.1), "max_bad_fraction"),
+    (dict(max_bad_fraction=1.01), "max_bad_fraction"),
+    (dict(min_timeline_length=1), "min_timeline_length"),
+    (dict(max_context_length=0), "max_context_length"),
+    (dict(max_context_movie_genre_length=0), "max_context_movie_genre_length"),
+])
+def test_component_rejects_bad_parameters(bad, name):
+    from components.example_gen.component import MovieLensExampleGen
+
+    with pytest.raises(ValueError, match=name):
+        MovieLensExampleGen(data_dir="d", **bad)
+
+
+def test_component_runs_in_local_dag_runner(synthetic_data, tmp_path):
+    from tfx import v1 as tfx
+    from tfx.orchestration import metadata
+
+    from components.example_gen.component import MovieLensExampleGen
+
+    data_dir = synthetic_data("1m", users=20, movies=40, ratings=600)
+    example_gen = MovieLensExampleGen(data_dir=str(data_dir), seed=3)
+    connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        str(tmp_path / "metadata.sqlite"))
+    pipeline = tfx.dsl.Pipeline(
+        pipeline_name="example-gen-test", pipeline_root=str(tmp_path / "root"),
+        components=[example_gen], metadata_connection_config=connection,
+        enable_cache=False)
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+
+    with metadata.Metadata(connection) as store:
+        artifacts = store.store.get_artifacts()
+        types = {t.id: t.name for t in store.store.get_artifact_types()}
+    by_type = collections.defaultdict(list)
+    for artifact in artifacts:
+        by_type[types[artifact.type_id]].append(artifact)
+    assert len(by_type["Examples"]) == 2
+    data = reference.load(data_dir)
+    for artifact in by_type["Examples"]:
+        assert json.loads(artifact.properties["split_names"].string_value) == ["train", "eval"]
+        for split in ("train", "eval"):
+            files = os.listdir(os.path.join(artifact.uri, f"Split-{split}"))
+            assert files and all(name.endswith(".gz") for name in files)
+    [vocabulary] = by_type["MovieLensVocabulary"]
+    [statistics] = by_type["ExampleGenStatistics"]
+    with open(os.path.join(vocabulary.uri, "genres.txt")) as handle:
+        genres = handle.read().splitlines()
+    with open(os.path.join(vocabulary.uri, "years.txt")) as handle:
+        years = handle.read().splitlines()
+    assert genres[0] == "UNK" and set(genres[1:]) == {
+        g for m in data.movies.values() for g in m.genres}
+    assert years[0] == "0" and set(map(int, years[1:])) == {
+        m.year for m in data.movies.values()} - {0}
+    for name in ("movies.tsv", "users.tsv"):
+        assert os.path.getsize(os.path.join(vocabulary.uri, name)) > 0
+    with open(os.path.join(statistics.uri, "statistics.json")) as handle:
+        stats = json.load(handle)
+    assert stats["ratings_valid"] == len(data.ratings) == 600
+    assert sum(stats["sequence_examples"].values()) == len(reference.sequence_examples(data))
