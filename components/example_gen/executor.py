@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 import os
 import sys
 from typing import Any, Dict, List
@@ -91,17 +92,14 @@ def build_pipeline(
     cutoffs = None
     if split_params.strategy == transforms.SPLIT_TEMPORAL:
         # 1,001 boundaries: the cutoff lands within 0.1% of the requested fraction.
+        # Module-level functions only: a lambda here would make every Beam worker import
+        # this module, and with it TFX and TensorFlow.
         def cutoff_of(kind, fraction, kept_only):
-            def timestamps(user_events):
-                events = user_events[1]
-                if kept_only:
-                    return events.timestamp[transforms.is_kept(sequence_params, events.rating)]
-                return events.timestamp
             return (parsed.events
-                    | f"{kind}Timestamps" >> beam.FlatMap(timestamps)
+                    | f"{kind}Timestamps" >> beam.FlatMap(
+                        transforms.event_timestamps, sequence_params, kept_only)
                     | f"{kind}Quantiles" >> beam.ApproximateQuantiles.Globally(1001)
-                    | f"{kind}Cutoff" >> beam.Map(
-                        lambda q: (kind, transforms.temporal_cutoff(q, fraction))))
+                    | f"{kind}Cutoff" >> beam.Map(transforms.cutoff_entry, kind, fraction))
         cutoffs = beam.pvalue.AsDict(
             (cutoff_of(transforms.SEQUENCE, split_params.sequence_train_fraction, True),
              cutoff_of(transforms.RATING, split_params.rating_train_fraction, False))
@@ -122,13 +120,11 @@ def build_pipeline(
     # Vocabularies: one line per movie / user, so only catalogue-sized lists meet here.
     movie_lines = (parsed[parse.MOVIE_COUNTS]
                    | "SumMovieCounts" >> beam.CombineGlobally(transforms.SumCountsFn())
-                   | "MovieVocabulary" >> beam.Map(lambda counts: "\n".join(
-                       transforms.movie_vocabulary_lines(movielens.load_movies(layout), counts))))
+                   | "MovieVocabulary" >> beam.Map(transforms.movie_vocabulary_text, layout))
     _write_text(movie_lines, os.path.join(paths.vocabulary, "movies.tsv"), "WriteMovies")
     user_lines = (examples[examples_fn.USER_COUNTS]
                   | "UserCountList" >> beam.combiners.ToList()
-                  | "UserVocabulary" >> beam.Map(
-                      lambda counts: "\n".join(transforms.user_vocabulary_lines(counts))))
+                  | "UserVocabulary" >> beam.Map(transforms.user_vocabulary_text))
     _write_text(user_lines, os.path.join(paths.vocabulary, "users.tsv"), "WriteUsers")
 
     # Statistics: counts summed by name, plus a few samples of each kind of bad line.
@@ -136,10 +132,10 @@ def build_pipeline(
               | "FlattenCounts" >> beam.Flatten()
               | "SumCounts" >> beam.CombineGlobally(transforms.SumCountsFn()))
     samples = (parsed[parse.DROPPED]
-               | "KeyByReason" >> beam.Map(lambda line: (line.reason, line))
+               | "KeyByReason" >> beam.WithKeys(operator.attrgetter("reason"))
                | "SampleBadLines" >> beam.combiners.Sample.FixedSizePerKey(
                    transforms.BAD_LINE_SAMPLES)
-               | "SampleValues" >> beam.FlatMap(lambda reason_lines: reason_lines[1])
+               | "SampleValues" >> beam.FlatMap(operator.itemgetter(1))
                | "SampleList" >> beam.combiners.ToList())
     statistics = counts | "MergeStatistics" >> beam.Map(
         transforms.merge_statistics, beam.pvalue.AsSingleton(samples))

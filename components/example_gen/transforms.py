@@ -689,6 +689,29 @@ def feature_vocabularies(movies: Mapping[int, movielens.Movie]) -> Tuple[List[st
     return genres, years
 
 
+def movie_vocabulary_text(kept_counts: Mapping[int, int], layout: movielens.Layout) -> str:
+    """movies.tsv's content; the worker reads the (small) movie file itself."""
+    return "\n".join(movie_vocabulary_lines(movielens.load_movies(layout), kept_counts))
+
+
+def user_vocabulary_text(user_counts: Iterable[Tuple[int, int]]) -> str:
+    return "\n".join(user_vocabulary_lines(user_counts))
+
+
+def event_timestamps(
+    user_events: Tuple[int, Events], params: SequenceParams, kept_only: bool,
+) -> np.ndarray:
+    """The timestamps of one (user, Events) element, of kept ratings only if asked."""
+    events = user_events[1]
+    if kept_only:
+        return events.timestamp[is_kept(params, events.rating)]
+    return events.timestamp
+
+
+def cutoff_entry(quantiles: Sequence[int], kind: str, train_fraction: float) -> Tuple[str, int]:
+    return kind, temporal_cutoff(quantiles, train_fraction)
+
+
 def user_vocabulary_lines(user_counts: Iterable[Tuple[int, int]]) -> List[str]:
     """``user_id \\t ratings`` lines, most active first."""
     return [f"{user}\t{count}"
