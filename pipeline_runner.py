@@ -81,9 +81,17 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                        help="train share of rating examples (default: %(default)s)")
     group.add_argument("--seed", type=int, default=eg.seed,
                        help="seed of the splits (default: %(default)s)")
+    training = configs.TrainingConfig()
     group.add_argument("--max-bad-fraction", type=float, default=eg.max_bad_fraction,
                        help="fail when a larger share of rating lines is unusable "
                             "(default: %(default)s)")
+    group = parser.add_argument_group("training")
+    group.add_argument("--models", default=",".join(training.models),
+                       help="comma-separated models to train, one Trainer each; "
+                            f"known: {', '.join(sorted(configs.DEFAULT_MODEL_HPARAMS))} "
+                            "(default: %(default)s)")
+    group.add_argument("--epochs", type=int, default=None,
+                       help="override every model's epochs (e.g. 1 for a quick run)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +124,11 @@ def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
         seed=args.seed,
         max_bad_fraction=args.max_bad_fraction,
     )
+    training = configs.TrainingConfig(
+        models=tuple(name.strip() for name in args.models.split(",") if name.strip()),
+        epochs=args.epochs)
+    for name in training.models:
+        training.model_hparams(name)  # unknown names fail here, before anything runs
     fields = dict(
         data_dir=str(layout.root.resolve()),
         pipeline_name=args.pipeline_name,
@@ -123,6 +136,7 @@ def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
         input_fingerprint=movielens.fingerprint(layout),
         enable_cache=not args.no_cache,
         example_gen=example_gen,
+        training=training,
     )
     if args.beam_arg:
         fields["beam_pipeline_args"] = tuple(args.beam_arg)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 DEFAULT_PIPELINE_NAME = "movielens-recommender"  # Kubeflow needs [a-z0-9-]
 DEFAULT_OUTPUT_ROOT = "outputs"
@@ -27,6 +27,38 @@ class ExampleGenConfig:
     rating_train_fraction: float = 0.8
     seed: int = 42
     max_bad_fraction: float = 0.0
+
+
+# Hyperparameters of each trained model (models.HParams fields). Each entry becomes one
+# RecommenderTrainer; "retrieval" may be swapped for "multitask" (see TrainingConfig).
+DEFAULT_MODEL_HPARAMS: Dict[str, Dict[str, Any]] = {
+    "retrieval": {"model": "retrieval"},
+    "multitask": {"model": "multitask", "rating_weight": 1.0, "retrieval_weight": 1.0},
+    "ranking": {"model": "ranking"},
+    "sequential": {"model": "sequential"},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Which models the pipeline trains, and their hyperparameters.
+
+    models: names of DEFAULT_MODEL_HPARAMS entries, each trained by its own Trainer.
+    hparams: per model, overrides of DEFAULT_MODEL_HPARAMS.
+    epochs: if set, overrides every model's epochs (quick runs and tests).
+    """
+
+    models: Tuple[str, ...] = ("retrieval", "ranking", "sequential")
+    hparams: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    epochs: Optional[int] = None
+
+    def model_hparams(self, name: str) -> Dict[str, Any]:
+        if name not in DEFAULT_MODEL_HPARAMS:
+            raise ValueError(f"unknown model {name!r}; known: {sorted(DEFAULT_MODEL_HPARAMS)}")
+        merged = {**DEFAULT_MODEL_HPARAMS[name], **dict(self.hparams.get(name, {}))}
+        if self.epochs is not None:
+            merged["epochs"] = self.epochs
+        return merged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +82,7 @@ class PipelineConfig:
         "--direct_num_workers=0",
     )
     example_gen: ExampleGenConfig = dataclasses.field(default_factory=ExampleGenConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
 
     @property
     def pipeline_root(self) -> str:

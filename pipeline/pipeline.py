@@ -1,9 +1,12 @@
 """The recommender's TFX DAG, in one function.
 
   MovieLensExampleGen ─┬─ StatisticsGen(sequence) ── SchemaGen(sequence)
-                       └─ StatisticsGen(rating)   ── SchemaGen(rating)
+                       ├─ StatisticsGen(rating)   ── SchemaGen(rating)
+                       ├─ Trainer(retrieval | multitask)   on rating examples
+                       ├─ Trainer(ranking)                  on rating examples
+                       └─ Trainer(sequential)               on sequence examples
 
-Trainers, Evaluators and Pushers join as their issues land (see README.md).
+Evaluators and Pushers join as their issues land (see README.md).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import base_node
 
 from components.example_gen.component import MovieLensExampleGen
+from components.trainer.component import RecommenderTrainer
 from pipeline.configs import PipelineConfig
 
 
@@ -41,8 +45,17 @@ def create_components(config: PipelineConfig) -> List[base_node.BaseNode]:
         examples=example_gen.outputs["rating_examples"]).with_id("RatingStatisticsGen")
     rating_schema = tfx.components.SchemaGen(
         statistics=rating_statistics.outputs["statistics"]).with_id("RatingSchemaGen")
+    trainers = []
+    for name in config.training.models:
+        hparams = config.training.model_hparams(name)
+        kind = "sequence" if hparams["model"] == "sequential" else "rating"
+        trainers.append(RecommenderTrainer(
+            examples=example_gen.outputs[f"{kind}_examples"],
+            vocabulary=example_gen.outputs["vocabulary"],
+            hparams=hparams,
+        ).with_id(f"{name.capitalize()}Trainer"))
     return [example_gen, sequence_statistics, sequence_schema, rating_statistics,
-            rating_schema]
+            rating_schema, *trainers]
 
 
 def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:

@@ -62,9 +62,21 @@ def latest_run(config: PipelineConfig) -> List[Dict]:
     return result
 
 
+# The figures a model summary shows, in this order, when the metrics have them.
+_SUMMARY_METRICS = ("top_10", "top_100", "top_10_excluding_rated", "top_100_excluding_rated",
+                    "rmse", "mean_rating_rmse")
+
+
+def model_summary(metrics: Dict) -> str:
+    """One line of a Trainer's eval metrics (metrics.json)."""
+    shown = [f"{name}={metrics[name]:.4f}" for name in _SUMMARY_METRICS if name in metrics]
+    return " ".join(shown) + f" ({metrics.get('train_seconds', '?')} s training)"
+
+
 def print_summary(config: PipelineConfig, executions: List[Dict], seconds: float,
-                  stream=sys.stdout) -> None:
+                  stream=None) -> None:
     """Where everything is, what ran and what came from the cache, and the data figures."""
+    stream = stream or sys.stdout
     print(f"\nPipeline '{config.pipeline_name}' finished in {seconds:.0f} s", file=stream)
     print(f"  artifacts: {config.pipeline_root}", file=stream)
     print(f"  metadata:  {config.metadata_path}", file=stream)
@@ -73,6 +85,11 @@ def print_summary(config: PipelineConfig, executions: List[Dict], seconds: float
         for key, uris in sorted(execution["outputs"].items()):
             for uri in uris:
                 print(f"      {key}: {uri}", file=stream)
+        for uri in execution["outputs"].get("model_run", []):
+            path = os.path.join(uri, "metrics.json")
+            if os.path.exists(path):
+                with open(path) as handle:
+                    print(f"      eval: {model_summary(json.load(handle))}", file=stream)
         for uri in execution["outputs"].get("statistics", []):
             path = os.path.join(uri, example_gen_executor.STATISTICS_FILE)
             if os.path.exists(path):

@@ -1,0 +1,111 @@
+"""The Trainer's ``run_fn``: train one model, evaluate it on the eval split, export it.
+
+What lands where:
+  <model>/Format-Serving/             SavedModel: the query tower (ranking: the model), with
+                                      ``serving_default`` (raw tensors) and
+                                      ``serve_tf_examples`` signatures
+  <model>/Format-Serving/assets.extra/
+      candidates.npz                  movie ids [M] and their embeddings [M, D], rows in
+                                      vocabulary order (retrieval, multitask, sequential)
+      movies.tsv                      the vocabulary the rows refer to
+      metrics.json                    the eval-split metrics below, and the hyperparameters
+  <model_run>/                        TensorBoard logs and the same metrics.json
+
+Metrics: retrieval-like models report top-K accuracy over all movies (the tutorials'
+protocol) and ``*_excluding_rated`` (the user's training movies masked, as serving does);
+ranking and multitask report RMSE in stars.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from typing import Any, Dict
+
+import components  # noqa: F401  (Keras 2 before TensorFlow)
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from absl import logging
+
+from components.trainer import features as F
+from components.trainer import models
+from components.trainer.component import VOCABULARY_DIR_CONFIG
+
+METRICS_FILE = "metrics.json"
+CANDIDATES_FILE = "candidates.npz"
+EXTRA_ASSETS = "assets.extra"
+
+
+class _EpochLogger(keras.callbacks.Callback):
+    """One log line per epoch: the pipeline's progress output during training."""
+
+    def __init__(self, model_name: str, epochs: int):
+        super().__init__()
+        self._name, self._epochs, self._started = model_name, epochs, time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
+        logging.info("%s: epoch %d/%d (%.0f s) %s", self._name, epoch + 1, self._epochs,
+                     time.time() - self._started, shown)
+
+
+def evaluate(model, hparams: models.HParams, vocabulary: F.Vocabulary,
+             train_files, eval_files) -> Dict[str, Any]:
+    """The model's figures on the eval split (see the module docstring)."""
+    eval_data = models.input_dataset(hparams, eval_files, training=False)
+    metrics: Dict[str, Any] = {}
+    if hparams.model in (models.RANKING, models.MULTITASK):
+        metrics.update(models.evaluate_ranking(model, eval_data))  # call() gives stars
+    if hparams.model != models.RANKING:
+        history_data = models.input_dataset(hparams, train_files, training=False)
+        movie_keys = ((F.LABEL_MOVIE_ID, F.CONTEXT_MOVIE_ID)
+                      if hparams.model == models.SEQUENTIAL else (F.MOVIE_ID,))
+        history = models.user_history(history_data, vocabulary, movie_keys)
+        metrics.update(models.evaluate_retrieval(
+            model, eval_data, vocabulary, hparams.top_ks, history=history))
+    return metrics
+
+
+def export(model, hparams: models.HParams, vocabulary: F.Vocabulary, vocabulary_dir: str,
+           serving_dir: str, metrics: Dict[str, Any]) -> None:
+    """The SavedModel plus the candidate embeddings the Pusher indexes."""
+    models.export_query_model(model, hparams, serving_dir)
+    extra = os.path.join(serving_dir, EXTRA_ASSETS)
+    os.makedirs(extra, exist_ok=True)
+    if hparams.model != models.RANKING:
+        np.savez(os.path.join(extra, CANDIDATES_FILE), movie_ids=vocabulary.movie_ids,
+                 embeddings=models.catalogue_embeddings(model.candidate_tower, vocabulary))
+    shutil.copy(os.path.join(vocabulary_dir, "movies.tsv"), os.path.join(extra, "movies.tsv"))
+    with open(os.path.join(extra, METRICS_FILE), "w") as handle:
+        json.dump(metrics, handle, indent=2, sort_keys=True)
+
+
+def run_fn(fn_args) -> None:
+    """TFX entry point (``Trainer(run_fn="components.trainer.run.run_fn")``)."""
+    config = dict(fn_args.custom_config or {})
+    vocabulary_dir = config[VOCABULARY_DIR_CONFIG]
+    hparams = models.HParams.from_dict(config.get("hparams"))
+    vocabulary = F.load_vocabulary(vocabulary_dir)
+    logging.info("Training %s on %s with %s", hparams.model, fn_args.train_files,
+                 hparams.to_dict())
+
+    train_data = models.input_dataset(hparams, fn_args.train_files, training=True)
+    timestamp_stats = (F.timestamp_stats(train_data, hparams.timestamp_buckets)
+                       if hparams.use_timestamps else None)
+    model = models.compile_model(
+        models.build_model(hparams, vocabulary, timestamp_stats), hparams)
+    started = time.time()
+    model.fit(train_data, epochs=hparams.epochs, verbose=0, callbacks=[
+        keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+        _EpochLogger(hparams.model, hparams.epochs)])
+    metrics = evaluate(model, hparams, vocabulary, fn_args.train_files, fn_args.eval_files)
+    metrics["train_seconds"] = round(time.time() - started, 1)
+    metrics["hparams"] = hparams.to_dict()
+    logging.info("%s eval metrics: %s", hparams.model, json.dumps(metrics, sort_keys=True))
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, METRICS_FILE), "w") as handle:
+        handle.write(json.dumps(metrics, indent=2, sort_keys=True))
+    export(model, hparams, vocabulary, vocabulary_dir, fn_args.serving_model_dir, metrics)

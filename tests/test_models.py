@@ -1,0 +1,452 @@
+"""Tests for components/trainer: the input pipeline and the TFRS models.
+
+The examples are the example generator's own: synthetic MovieLens files
+(data/synthetic.py) run through ``executor.build_pipeline`` on an in-memory
+``beam.Pipeline()``. The synthetic data has planted structure (latent tastes, popularity,
+taste drift), so a trained model must beat random and popularity retrieval.
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # allow plain `pytest` from any directory
+    sys.path.insert(0, str(ROOT))
+
+import components  # noqa: E402,F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow)
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from components.trainer import features as F  # noqa: E402
+from components.trainer import models as M  # noqa: E402
+
+N_USERS, N_MOVIES, N_RATINGS = 300, 400, 24_000
+KS = (1, 5, 10, 50, 100)
+
+
+# ---------------------------------------------------------------------------------------
+# Fixtures: the example generator's outputs.
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Example generation of a synthetic 1m-layout data set (about 6 s)."""
+    import apache_beam as beam
+
+    from components.example_gen import executor, transforms
+    from data import movielens, synthetic
+
+    root = tmp_path_factory.mktemp("trainer")
+    synthetic.generate(root / "raw", N_USERS, N_MOVIES, N_RATINGS, "1m", seed=5)
+    layout = movielens.detect_layout(root / "raw")
+    paths = executor.OutputPaths(
+        sequence_examples=str(root / "sequence"), rating_examples=str(root / "rating"),
+        vocabulary=str(root / "vocabulary"), statistics=str(root / "statistics"))
+    with beam.Pipeline() as pipeline:
+        executor.build_pipeline(pipeline, layout, transforms.SequenceParams(),
+                                transforms.SplitParams(seed=0), paths)
+    # The executor writes these two after the pipeline; the loader derives them if absent.
+    genres, years = transforms.feature_vocabularies(movielens.load_movies(layout))
+    (root / "vocabulary" / "genres.txt").write_text("\n".join(genres) + "\n")
+    (root / "vocabulary" / "years.txt").write_text("\n".join(map(str, years)) + "\n")
+    return {"root": root, "vocab": F.load_vocabulary(str(root / "vocabulary")),
+            "rating": {s: str(root / "rating" / f"Split-{s}") for s in ("train", "eval")},
+            "sequence": {s: str(root / "sequence" / f"Split-{s}") for s in ("train", "eval")}}
+
+
+@pytest.fixture(scope="module")
+def rating_history(data):
+    """The movies each user rated in training (to exclude from their recommendations)."""
+    train = F.make_dataset(data["rating"]["train"], F.rating_feature_spec(), 4096,
+                           shuffle=False)
+    return M.user_history(train, data["vocab"])
+
+
+def _datasets(data, hparams, kind="rating"):
+    train = F.make_dataset(data[kind]["train"], M.feature_spec(hparams), hparams.batch_size,
+                           shuffle=True, seed=0, cache=True)
+    evaluation = F.make_dataset(data[kind]["eval"], M.feature_spec(hparams),
+                                hparams.eval_batch_size, shuffle=False, cache=True)
+    return train, evaluation
+
+
+def _train_counts(data, dataset, key):
+    """Popularity from the training split only (the vocabulary counts include eval)."""
+    counts = np.zeros(data["vocab"].num_movies)
+    for batch in dataset:
+        np.add.at(counts, M.movie_rows(data["vocab"], batch[key].numpy()), 1)
+    return counts
+
+
+def _loss(model, batch):
+    return float(model.compute_loss(batch, training=True))
+
+
+def _train(model, hparams, train, probe):
+    """Fits ``model``; returns its loss on ``probe`` before and after."""
+    before = _loss(model, probe)
+    model.fit(train, epochs=hparams.epochs, verbose=0)
+    return before, _loss(model, probe)
+
+
+# ---------------------------------------------------------------------------------------
+# Hyperparameters.
+
+
+def test_hparams_from_custom_config():
+    hparams = M.HParams.from_dict({
+        "model": "sequential", "embedding_dim": "32", "epochs": 3.0, "use_title": "true",
+        "full_softmax": 1, "top_ks": [1, 10], "rating_layers": "128, 32",
+        "learning_rate": "0.05", "optimizer": "adam"})
+    assert hparams.model == "sequential" and hparams.embedding_dim == 32
+    assert hparams.epochs == 3 and hparams.use_title is True and hparams.full_softmax is True
+    assert hparams.top_ks == (1, 10) and hparams.rating_layers == (128, 32)
+    assert hparams.learning_rate == 0.05
+    assert M.HParams.from_dict(hparams.to_dict()) == hparams
+    assert M.HParams.from_dict(None) == M.HParams()
+    with pytest.raises(ValueError, match="unknown hyperparameters.*embeding_dim"):
+        M.HParams.from_dict({"embeding_dim": 8})
+    with pytest.raises(ValueError, match="model must be one of"):
+        M.HParams.from_dict({"model": "deep"})
+    with pytest.raises(ValueError, match="epochs"):
+        M.HParams.from_dict({"epochs": 1.5})
+    with pytest.raises(ValueError, match="use_genres"):
+        M.HParams.from_dict({"use_genres": "maybe"})
+    assert isinstance(M.make_optimizer(hparams), tf.keras.optimizers.Adam)
+
+
+# ---------------------------------------------------------------------------------------
+# Input pipeline.
+
+
+def test_vocabulary(data):
+    vocab = data["vocab"]
+    assert vocab.num_movies == N_MOVIES  # the whole catalogue, rated or not
+    assert sorted(vocab.movie_ids.tolist()) == list(range(1, N_MOVIES + 1))
+    assert np.all(np.diff(vocab.movie_counts) <= 0)  # most rated first
+    assert vocab.num_users == N_USERS and vocab.genres[0] == "UNK" and vocab.years[0] == 0
+    assert all(isinstance(g, tuple) for g in vocab.movie_genres)
+    assert vocab.movie_titles[0].endswith(f"({vocab.movie_years[0]})")
+    probabilities = vocab.candidate_probabilities()
+    assert probabilities.shape == (N_MOVIES,) and abs(probabilities.sum() - 1) < 1e-5
+    assert np.all(probabilities > 0)
+    rows = M.movie_rows(vocab, np.array([vocab.movie_ids[7], 0, 10**9]))
+    assert rows.tolist() == [7, -1, -1]
+
+
+def test_datasets_have_the_documented_shapes(data):
+    batch = next(iter(F.make_dataset(data["rating"]["train"], F.rating_feature_spec(True), 32,
+                                     shuffle=True, seed=1)))
+    for name in (F.USER_ID, F.MOVIE_ID, F.MOVIE_YEAR, F.TIMESTAMP, F.USER_AGE):
+        assert batch[name].shape == (32,) and batch[name].dtype == tf.int64, name
+    assert batch[F.USER_RATING].dtype == tf.float32 and batch[F.MOVIE_TITLE].shape == (32,)
+    assert isinstance(batch[F.MOVIE_GENRES], tf.RaggedTensor)
+    assert batch[F.USER_GENDER].dtype == tf.string
+
+    sequences = F.make_dataset(data["sequence"]["train"], F.sequence_feature_spec(), 4096,
+                               shuffle=False)
+    total = 0
+    for batch in sequences:
+        ids = batch[F.CONTEXT_MOVIE_ID].numpy()
+        assert ids.shape[1] == 10 and batch[F.CONTEXT_MOVIE_GENRE].shape[1] == 10
+        assert batch[F.LABEL_MOVIE_ID].shape == (ids.shape[0],)
+        # Padding only at the end: once a 0 appears, zeros to the end of the row.
+        padded = ids == 0
+        assert np.all(padded[:, 1:] >= padded[:, :-1]) and not padded[:, 0].any()
+        total += ids.shape[0]
+    assert total > 10_000
+
+    with pytest.raises(FileNotFoundError):
+        F.make_dataset(str(data["root"] / "missing" / "*.gz"), F.sequence_feature_spec(), 8)
+
+
+def test_timestamp_stats(data):
+    dataset = F.make_dataset(data["rating"]["train"],
+                             F.select(F.rating_feature_spec(), [F.TIMESTAMP]), 1024,
+                             shuffle=False)
+    stats = F.timestamp_stats(dataset, num_buckets=50)
+    values = np.concatenate([b[F.TIMESTAMP].numpy() for b in dataset]).astype(np.float64)
+    assert abs(stats.mean - values.mean()) < 1 and abs(stats.std / values.std() - 1) < 1e-6
+    assert len(stats.boundaries) == 49 and stats.boundaries[0] > values.min()
+    encoder = M.TimestampEncoder(stats, 8)
+    encoded = encoder(tf.constant([int(values.min()), int(values.max())], tf.int64)).numpy()
+    assert encoded.shape == (2, 9)
+    assert encoded[0, 0] < -1 and encoded[1, 0] > 1  # normalized, in float64 arithmetic
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation helpers (pure numpy; exact expectations).
+
+
+def test_top_k_accuracy_and_exclusions():
+    catalogue = np.array([[5.0], [4.0], [3.0], [2.0], [1.0]], np.float32)
+    queries = np.ones((3, 1), np.float32)
+    labels = np.array([2, 0, -1])  # ranks 3, 1, and an unknown movie (always a miss)
+    result = M.top_k_accuracy(queries, catalogue, labels, ks=(1, 2, 3))
+    assert result == {"top_1": 1 / 3, "top_2": 1 / 3, "top_3": 2 / 3, "queries": 3}
+    # Excluding rows 0 and 1 lifts the first label to rank 1, even though its own row (2)
+    # is listed too; the second query's label (row 0) is listed but never excluded.
+    excluded = [np.array([0, 1, 2]), np.array([0, 1]), None]
+    result = M.top_k_accuracy(queries, catalogue, labels, ks=(1, 2), exclude_rows=excluded)
+    assert result["top_1"] == 2 / 3 and result["top_2"] == 2 / 3
+    # Ties count against the label.
+    tied = M.top_k_accuracy(queries, np.ones((4, 1), np.float32), np.array([3]), ks=(1, 4))
+    assert tied["top_1"] == 0.0 and tied["top_4"] == 1.0
+
+
+# ---------------------------------------------------------------------------------------
+# The retrieval task's losses, against hand computations.
+
+
+def _small_vocab(n_movies=6, n_users=3):
+    return F.Vocabulary(
+        movie_ids=np.arange(10, 10 + n_movies, dtype=np.int64),
+        movie_counts=np.arange(n_movies, 0, -1, dtype=np.int64) * 10,
+        movie_titles=tuple(f"Movie Number {i} (1990)" for i in range(n_movies)),
+        movie_years=np.full(n_movies, 1990, np.int64),
+        movie_genres=tuple(("Drama",) if i % 2 else ("Comedy", "Drama") for i in range(n_movies)),
+        user_ids=np.arange(1, n_users + 1, dtype=np.int64),
+        user_counts=np.ones(n_users, np.int64), genres=("UNK", "Drama", "Comedy"), years=(0, 1990))
+
+
+def _log_softmax(x):
+    x = x - x.max(axis=1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+
+
+def test_retrieval_task_sampled_softmax_logq_and_accidental_hits():
+    vocab = _small_vocab()
+    tower = M.MovieTower(vocab, 4)
+    task = M.RetrievalTask(tower, vocab, logq_correction=True, remove_accidental_hits=True,
+                           ks=(1, 5))
+    rng = np.random.default_rng(0)
+    query = rng.normal(size=(4, 4)).astype(np.float32)
+    ids = np.array([10, 12, 10, 15], np.int64)  # movie 10 twice: an accidental hit
+    candidates = tower(tf.constant(ids)).numpy()
+    loss = float(task(tf.constant(query), tf.constant(candidates), tf.constant(ids),
+                      compute_metrics=False))
+
+    probability = vocab.candidate_probabilities()[ids - 10]
+    logits = query @ candidates.T - np.log(probability)[None, :]
+    for i in range(4):
+        for j in range(4):
+            if i != j and ids[i] == ids[j]:
+                logits[i, j] = np.finfo(np.float32).min / 100
+    expected = -np.trace(_log_softmax(logits))
+    assert loss == pytest.approx(expected, rel=1e-4)
+
+
+def test_retrieval_task_full_softmax():
+    vocab = _small_vocab()
+    tower = M.MovieTower(vocab, 4)
+    task = M.RetrievalTask(tower, vocab, full_softmax=True, ks=(1, 5))
+    query = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
+    ids = np.array([11, 15, 11], np.int64)
+    loss = float(task(tf.constant(query), tower(tf.constant(ids)), tf.constant(ids)))
+    catalogue = tower(tf.constant(vocab.movie_ids)).numpy()
+    expected = -_log_softmax(query @ catalogue.T)[np.arange(3), ids - 10].sum()
+    assert loss == pytest.approx(expected, rel=1e-5)
+    # The metrics range over the catalogue (6 movies): top-5 misses only the last-ranked.
+    scores = query @ catalogue.T
+    ranks = (scores > scores[np.arange(3), ids - 10][:, None]).sum(axis=1)
+    top1, top5 = [float(m.result()) for m in task.top_k._top_k_metrics]
+    assert top1 == pytest.approx(np.mean(ranks < 1)) and top5 == pytest.approx(np.mean(ranks < 5))
+
+
+def test_movie_tower_side_features_and_any_shape():
+    vocab = _small_vocab()
+    tower = M.MovieTower(vocab, 8, use_title=True, use_genres=True, tower_layers=(16,))
+    ids = tf.constant([[10, 11, 0], [15, 99, 12]], tf.int64)  # 0 and 99: unknown
+    out = tower(ids)
+    assert out.shape == (2, 3, 8)
+    np.testing.assert_allclose(out[0, 2], out[1, 1], atol=1e-6)  # both out-of-vocabulary
+    assert tower({F.MOVIE_ID: tf.constant([10, 11])}).shape == (2, 8)
+    assert M.title_tokens("Circus, The (1993)") == ["circus", "the"]
+
+
+# ---------------------------------------------------------------------------------------
+# Training: every model learns.
+
+
+def test_retrieval_learns_and_beats_random_and_popularity(data, rating_history):
+    hparams = M.HParams.from_dict({"epochs": 5, "batch_size": 512, "logq_correction": True,
+                                   "embedding_dim": 32})
+    train, evaluation = _datasets(data, hparams)
+    model = M.compile_model(M.build_model(hparams, data["vocab"]), hparams)
+    probe = next(iter(train))
+    assert model(probe).shape == (probe[F.USER_ID].shape[0], 32)
+    before, after = _train(model, hparams, train, probe)
+    assert after < 0.95 * before
+
+    result = M.evaluate_retrieval(model, evaluation, data["vocab"], KS, rating_history)
+    popularity = M.evaluate_popularity(
+        evaluation, data["vocab"], F.MOVIE_ID, KS, rating_history,
+        counts=_train_counts(data, train, F.MOVIE_ID))
+    print("retrieval", result, "\npopularity", popularity)
+    # With a random split, a user's eval movies are not among their training movies: the
+    # all-catalogue figures are held down by the (correctly) high-scored training movies,
+    # and the figures excluding them are the ones a recommender would see.
+    unrated = np.array([N_MOVIES - len(rating_history.get(int(user), ()))
+                        for batch in evaluation for user in batch[F.USER_ID].numpy()])
+    for k in (10, 100):
+        assert result[f"top_{k}"] > k / N_MOVIES  # random ranking
+        random_excluding = np.mean(np.minimum(1.0, k / unrated))
+        assert result[f"top_{k}_excluding_rated"] > 1.5 * random_excluding
+        assert result[f"top_{k}_excluding_rated"] > popularity[f"top_{k}_excluding_rated"]
+
+    # Keras evaluation (FactorizedTopK over the catalogue) agrees with the exact helper.
+    logs = model.evaluate(evaluation, return_dict=True, verbose=0)
+    for k in KS:
+        assert logs[f"factorized_top_k/top_{k}_categorical_accuracy"] == pytest.approx(
+            result[f"top_{k}"], abs=2e-3)
+
+
+def test_full_softmax_retrieval_with_features(data, rating_history):
+    hparams = M.HParams.from_dict({
+        "epochs": 3, "batch_size": 512, "full_softmax": True, "embedding_dim": 32,
+        "use_timestamps": True, "use_title": True, "use_genres": True,
+        "timestamp_buckets": 100, "train_top_k_metrics": True, "top_ks": [10, 100]})
+    train, evaluation = _datasets(data, hparams)
+    stats = F.timestamp_stats(train, hparams.timestamp_buckets)
+    model = M.compile_model(M.build_model(hparams, data["vocab"], stats), hparams)
+    probe = next(iter(train))
+    before, after = _train(model, hparams, train, probe)
+    assert after < 0.95 * before
+    result = M.evaluate_retrieval(model, evaluation, data["vocab"], (10, 100), rating_history)
+    print("full softmax + features", result)
+    assert result["top_10_excluding_rated"] > 2 * 10 / N_MOVIES
+    assert result["top_100_excluding_rated"] > 2 * 100 / N_MOVIES
+    with pytest.raises(ValueError, match="timestamp_stats"):
+        M.build_model(hparams, data["vocab"])
+
+
+def test_ranking_learns_and_clips(data):
+    hparams = M.HParams.from_dict({"model": "ranking", "epochs": 4, "batch_size": 256,
+                                   "embedding_dim": 32})
+    train, evaluation = _datasets(data, hparams)
+    model = M.compile_model(M.build_model(hparams, data["vocab"]), hparams)
+    probe = next(iter(train))
+    before, after = _train(model, hparams, train, probe)
+    assert after < before
+    result = M.evaluate_ranking(model, evaluation)
+    print("ranking", result)
+    assert result["rmse"] < result["mean_rating_rmse"]
+    logs = model.evaluate(evaluation, return_dict=True, verbose=0)
+    assert logs["rmse"] == pytest.approx(result["rmse"], rel=1e-3)
+    # Served ratings are clipped to the star range, even for absurd inputs.
+    far = {F.USER_ID: tf.constant([1, 2], tf.int64), F.MOVIE_ID: tf.constant([1, 2], tf.int64)}
+    model.rating_head.layers[-1].bias.assign([100.0])
+    assert np.all(model(far).numpy() == 5.0)
+
+
+def test_multitask_trains_both_tasks(data):
+    hparams = M.HParams.from_dict({"model": "multitask", "epochs": 2, "batch_size": 512,
+                                   "embedding_dim": 16, "rating_weight": 1.0,
+                                   "retrieval_weight": 0.1, "top_ks": [10]})
+    train, evaluation = _datasets(data, hparams)
+    model = M.compile_model(M.build_model(hparams, data["vocab"]), hparams)
+    probe = next(iter(train))
+    before, after = _train(model, hparams, train, probe)
+    assert after < before
+    logs = model.evaluate(evaluation.take(2), return_dict=True, verbose=0)
+    assert {"rmse", "factorized_top_k/top_10_categorical_accuracy"} <= set(logs)
+    assert model(probe).shape == probe[F.USER_ID].shape
+    assert model.query_tower(probe).shape == (probe[F.USER_ID].shape[0], 16)
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_sequential_masks_padding(data, share):
+    hparams = M.HParams.from_dict({"model": "sequential", "embedding_dim": 8,
+                                   "share_embeddings": share})
+    model = M.build_model(hparams, data["vocab"])
+    ids = data["vocab"].movie_ids
+    history = [int(ids[3]), int(ids[1]), int(ids[7])]
+    # Padded to the examples' length 10 (next to an unpadded history), to 5, and unpadded.
+    padded = tf.constant([history + [0] * 7, [int(i) for i in ids[:10]]], tf.int64)
+    out_padded = model({F.CONTEXT_MOVIE_ID: padded}).numpy()
+    out_five = model({F.CONTEXT_MOVIE_ID: tf.constant([history + [0, 0]], tf.int64)}).numpy()
+    out_short = model({F.CONTEXT_MOVIE_ID: tf.constant([history], tf.int64)}).numpy()
+    assert out_padded.shape == (2, 8)
+    np.testing.assert_allclose(out_padded[0], out_short[0], atol=1e-6)
+    np.testing.assert_allclose(out_five[0], out_short[0], atol=1e-6)
+    other = model({F.CONTEXT_MOVIE_ID: tf.constant([history[:2] + [int(ids[9])]])}).numpy()
+    assert np.abs(other[0] - out_short[0]).max() > 1e-4
+
+
+def test_sequential_learns_and_beats_popularity(data):
+    hparams = M.HParams.from_dict({"model": "sequential", "epochs": 3, "batch_size": 512,
+                                   "embedding_dim": 32, "logq_correction": True})
+    train, evaluation = _datasets(data, hparams, "sequence")
+    model = M.compile_model(M.build_model(hparams, data["vocab"]), hparams)
+    probe = next(iter(train))
+    before, after = _train(model, hparams, train, probe)
+    assert after < 0.95 * before
+    history = M.user_history(train, data["vocab"], (F.LABEL_MOVIE_ID, F.CONTEXT_MOVIE_ID))
+    result = M.evaluate_retrieval(model, evaluation, data["vocab"], KS, history)
+    popularity = M.evaluate_popularity(
+        evaluation, data["vocab"], F.LABEL_MOVIE_ID, KS, history,
+        counts=_train_counts(data, train, F.LABEL_MOVIE_ID))
+    print("sequential", result, "\npopularity", popularity)
+    for k in (10, 100):
+        assert result[f"top_{k}"] > popularity[f"top_{k}"]
+        assert result[f"top_{k}_excluding_rated"] > popularity[f"top_{k}_excluding_rated"]
+
+
+# ---------------------------------------------------------------------------------------
+# Export.
+
+
+def test_export_query_model_and_index(data, tmp_path):
+    hparams = M.HParams.from_dict({"embedding_dim": 8, "use_timestamps": True,
+                                   "timestamp_buckets": 10})
+    stats = F.TimestampStats(9e8, 1e7, tuple(np.linspace(8.8e8, 9.2e8, 9)))
+    model = M.build_model(hparams, data["vocab"], stats)
+    features = {F.USER_ID: tf.constant([1, 2, 3], tf.int64),
+                F.TIMESTAMP: tf.constant([890_000_000, 900_000_000, 910_000_000], tf.int64)}
+    expected = model.query_tower(features).numpy()
+
+    path = M.export_query_model(model, hparams, str(tmp_path / "query"))
+    loaded = tf.saved_model.load(path)
+    out = loaded.signatures["serving_default"](**features)["query_embedding"].numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    examples = tf.constant([F.serialize_example(
+        {F.USER_ID: [u], F.TIMESTAMP: [t], F.MOVIE_ID: [1]})
+        for u, t in zip([1, 2, 3], [890_000_000, 900_000_000, 910_000_000])])
+    out = loaded.signatures["serve_tf_examples"](examples=examples)["query_embedding"]
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-6)
+
+    catalogue = M.catalogue_embeddings(model.candidate_tower, data["vocab"], batch_size=64)
+    assert catalogue.shape == (N_MOVIES, 8)
+    np.testing.assert_allclose(
+        catalogue[5], model.candidate_tower(data["vocab"].movie_ids[5:6])[0], atol=1e-6)
+    index = M.brute_force_index(model, data["vocab"], k=5)
+    _, top_ids = index(features)
+    best = data["vocab"].movie_ids[np.argsort(-(expected @ catalogue.T), axis=1)[:, :5]]
+    np.testing.assert_array_equal(top_ids.numpy(), best)
+
+
+@pytest.mark.parametrize("kind", ["sequential", "ranking"])
+def test_export_sequential_and_ranking(data, tmp_path, kind):
+    hparams = M.HParams.from_dict({"model": kind, "embedding_dim": 8, "use_genres": True})
+    model = M.build_model(hparams, data["vocab"])
+    ids = [int(i) for i in data["vocab"].movie_ids[:4]]
+    if kind == "sequential":
+        rows = [ids[:3] + [0] * 7, ids + [0] * 6]
+        features = {F.CONTEXT_MOVIE_ID: tf.constant(rows, tf.int64)}
+        examples = [{F.CONTEXT_MOVIE_ID: row} for row in rows]
+        expected, name = model.query_tower(features).numpy(), "query_embedding"
+    else:
+        features = {F.USER_ID: tf.constant([1, 2], tf.int64),
+                    F.MOVIE_ID: tf.constant(ids[:2], tf.int64)}
+        examples = [{F.USER_ID: [1], F.MOVIE_ID: [ids[0]]},
+                    {F.USER_ID: [2], F.MOVIE_ID: [ids[1]]}]
+        expected, name = model(features).numpy(), "rating"
+    loaded = tf.saved_model.load(M.export_query_model(model, hparams, str(tmp_path / kind)))
+    out = loaded.signatures["serving_default"](**features)[name].numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    serialized = tf.constant([F.serialize_example(e) for e in examples])
+    out = loaded.signatures["serve_tf_examples"](examples=serialized)[name].numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-6)
