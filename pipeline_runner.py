@@ -105,14 +105,64 @@ def build_parser() -> argparse.ArgumentParser:
                     "and Beam's DirectRunner (multi-processing, all cores), caching on.")
     _add_data_options(run)
     _add_pipeline_options(run)
+
+    compile_ = commands.add_parser(
+        "compile", help="compile the pipeline for Kubeflow Pipelines v2 or Vertex AI",
+        description="Write the pipeline spec JSON (KubeflowV2DagRunner). --data-dir and "
+                    "--output-root may be gs:// paths; --beam-arg passes Beam options "
+                    "(e.g. --beam-arg=--runner=DataflowRunner --beam-arg=--project=P ...).")
+    compile_.add_argument("--target", choices=kubeflow_targets(), required=True,
+                          help="where the spec will run (both read the same KFP v2 JSON)")
+    compile_.add_argument("--image", required=True,
+                          help="container image holding this repository and its locked "
+                               "dependencies (see Dockerfile)")
+    compile_.add_argument("--output", default=None,
+                          help="spec path (default: <output-root>/<pipeline-name>.json, or "
+                               "./<pipeline-name>.json for a remote output root)")
+    _add_data_options(compile_)
+    _add_pipeline_options(compile_)
+
+    schedule = commands.add_parser(
+        "schedule", help="schedule periodic retraining on Vertex AI",
+        description="Create a Vertex AI pipeline schedule for a compiled spec. Without "
+                    "Google Cloud credentials nothing is created: the schedule request is "
+                    "written to --request-out instead, and the command says so.")
+    schedule.add_argument("--cron", required=True, help='e.g. "0 3 * * 1" (Mondays 03:00)')
+    schedule.add_argument("--pipeline-json", required=True, help="the compiled spec")
+    schedule.add_argument("--pipeline-root", required=True,
+                          help="gs:// root for the scheduled runs' artifacts")
+    schedule.add_argument("--project", default=None,
+                          help="Google Cloud project (default: the credentials' project)")
+    schedule.add_argument("--region", default="us-central1", help="(default: %(default)s)")
+    schedule.add_argument("--display-name", default=configs.DEFAULT_PIPELINE_NAME,
+                          help="(default: %(default)s)")
+    schedule.add_argument("--request-out", default="outputs/schedule_request.json",
+                          help="where the request goes without credentials "
+                               "(default: %(default)s)")
     return parser
+
+
+def kubeflow_targets():
+    from pipeline import kubeflow  # pylint: disable=import-outside-toplevel
+
+    return kubeflow.TARGETS
+
+
+def _is_remote(path: Optional[str]) -> bool:
+    return bool(path) and "://" in path
 
 
 def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
     """Resolves the data (download if asked) and builds the one PipelineConfig."""
-    dataset = args.dataset or (None if args.data_dir else "ml-100k")
-    data_dir = download.resolve_data_dir(args.data_dir, dataset, args.cache_dir)
-    layout = movielens.detect_layout(data_dir)
+    if _is_remote(args.data_dir):
+        # A bucket path for Kubeflow / Vertex runs: not readable here; the pipeline's
+        # cache is then keyed on the path, not on the content.
+        data_dir, fingerprint = args.data_dir, None
+    else:
+        dataset = args.dataset or (None if args.data_dir else "ml-100k")
+        layout = movielens.detect_layout(
+            download.resolve_data_dir(args.data_dir, dataset, args.cache_dir))
+        data_dir, fingerprint = str(layout.root.resolve()), movielens.fingerprint(layout)
     example_gen = configs.ExampleGenConfig(
         min_rating=None if args.keep_all_ratings else args.min_rating,
         min_timeline_length=args.min_timeline_length,
@@ -130,10 +180,11 @@ def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
     for name in training.models:
         training.model_hparams(name)  # unknown names fail here, before anything runs
     fields = dict(
-        data_dir=str(layout.root.resolve()),
+        data_dir=data_dir,
         pipeline_name=args.pipeline_name,
-        output_root=os.path.abspath(args.output_root),
-        input_fingerprint=movielens.fingerprint(layout),
+        output_root=(args.output_root if _is_remote(args.output_root)
+                     else os.path.abspath(args.output_root)),
+        input_fingerprint=fingerprint,
         enable_cache=not args.no_cache,
         example_gen=example_gen,
         training=training,
@@ -159,6 +210,14 @@ def run(config: configs.PipelineConfig) -> List[dict]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "schedule":
+        from pipeline import kubeflow  # pylint: disable=import-outside-toplevel
+
+        request = kubeflow.schedule_request(
+            args.pipeline_json, args.cron, args.display_name, args.pipeline_root,
+            args.project, args.region)
+        print(kubeflow.schedule(request, args.request_out))
+        return 0
     try:
         config = config_from_args(args)
     except (download.DownloadError, movielens.DataFormatError, FileNotFoundError,
@@ -170,6 +229,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             {k: v for k, v in vars(args).items() if k != "command"}, indent=2, default=str),
             file=sys.stderr)
         run(config)
+    elif args.command == "compile":
+        from pipeline import kubeflow  # pylint: disable=import-outside-toplevel
+
+        output = args.output or os.path.join(
+            "." if _is_remote(config.output_root) else config.output_root,
+            f"{config.pipeline_name}.json")
+        path = kubeflow.compile_pipeline(config, args.image, output)
+        print(f"Compiled the pipeline for {args.target}: {path}")
     return 0
 
 

@@ -58,14 +58,18 @@ def create_components(config: PipelineConfig) -> List[base_node.BaseNode]:
             rating_schema, *trainers]
 
 
-def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
-    """The TFX pipeline for ``config``, with SQLite metadata under the output root."""
+def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipeline:
+    """The TFX pipeline for ``config``.
+
+    local: SQLite metadata under the output root (LocalDagRunner); otherwise none, as
+      Kubeflow and Vertex AI bring their own metadata store.
+    """
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=create_components(config),
         enable_cache=config.enable_cache,
         metadata_connection_config=tfx.orchestration.metadata
-        .sqlite_metadata_connection_config(config.metadata_path),
+        .sqlite_metadata_connection_config(config.metadata_path) if local else None,
         beam_pipeline_args=list(config.beam_pipeline_args),
     )

@@ -24,13 +24,13 @@ from components.example_gen import executor
 class MovieLensVocabulary(artifact.Artifact):
     """Vocabulary files of one example generation run (see the module docstring)."""
 
-    TYPE_NAME = "MovieLensVocabulary"
+    TYPE_NAME = "movielens.Vocabulary"  # KFP v2 wants <namespace>.<Name>
 
 
 class ExampleGenStatistics(artifact.Artifact):
     """statistics.json of one example generation run."""
 
-    TYPE_NAME = "ExampleGenStatistics"
+    TYPE_NAME = "movielens.ExampleGenStatistics"
 
 
 class MovieLensExampleGenSpec(component_spec.ComponentSpec):

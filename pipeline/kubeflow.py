@@ -1,0 +1,80 @@
+"""Kubeflow Pipelines v2 / Vertex AI: compile the DAG, and schedule periodic retraining.
+
+``compile_pipeline`` writes the pipeline spec JSON (KubeflowV2DagRunner) that both
+Kubeflow Pipelines v2 and Vertex AI Pipelines run. Every component runs in ``image``,
+which must hold this repository and its locked dependencies (see ``Dockerfile``).
+Beam-based components take ``config.beam_pipeline_args``, e.g. DataflowRunner options.
+
+``schedule`` creates a Vertex AI pipeline schedule for a compiled spec when Google Cloud
+credentials are available; otherwise it writes the request it would have sent and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Optional
+
+from pipeline import pipeline as pipeline_module
+from pipeline.configs import PipelineConfig
+
+TARGETS = ("kubeflow", "vertex")
+
+
+def compile_pipeline(config: PipelineConfig, image: str, output_path: str) -> str:
+    """Writes the KFP v2 pipeline spec of ``config``'s DAG to ``output_path``."""
+    from tfx.v1.orchestration.experimental import (  # pylint: disable=import-outside-toplevel
+        KubeflowV2DagRunner, KubeflowV2DagRunnerConfig)
+
+    output_dir, output_filename = os.path.split(os.path.abspath(output_path))
+    os.makedirs(output_dir, exist_ok=True)
+    runner = KubeflowV2DagRunner(
+        config=KubeflowV2DagRunnerConfig(default_image=image),
+        output_dir=output_dir, output_filename=output_filename)
+    runner.run(pipeline_module.create_pipeline(config, local=False))
+    return os.path.join(output_dir, output_filename)
+
+
+def schedule_request(
+    pipeline_json: str, cron: str, display_name: str, pipeline_root: str,
+    project: Optional[str], region: str,
+) -> Dict[str, Any]:
+    """What ``aiplatform.PipelineJob(...).create_schedule(...)`` is called with."""
+    return {
+        "project": project, "location": region,
+        "pipeline_job": {"display_name": display_name, "template_path": pipeline_json,
+                         "pipeline_root": pipeline_root, "enable_caching": True},
+        "schedule": {"cron": cron, "display_name": f"{display_name}-schedule",
+                     "max_concurrent_run_count": 1},
+    }
+
+
+def _credentials():
+    """Google Cloud credentials and project, or (None, None) when there are none."""
+    try:
+        import google.auth  # pylint: disable=import-outside-toplevel
+
+        return google.auth.default()
+    except Exception:  # pylint: disable=broad-except  (any failure means: no credentials)
+        return None, None
+
+
+def schedule(request: Dict[str, Any], request_path: str) -> str:
+    """Creates the Vertex AI schedule, or writes ``request`` to ``request_path``.
+
+    Returns a one-line description of what happened.
+    """
+    credentials, default_project = _credentials()
+    if credentials is None:
+        os.makedirs(os.path.dirname(os.path.abspath(request_path)), exist_ok=True)
+        with open(request_path, "w") as handle:
+            json.dump(request, handle, indent=2)
+        return (f"no Google Cloud credentials found: nothing was scheduled; the schedule "
+                f"request was written to {request_path}")
+    from google.cloud import aiplatform  # pylint: disable=import-outside-toplevel
+
+    project = request["project"] or default_project
+    aiplatform.init(project=project, location=request["location"], credentials=credentials)
+    job = aiplatform.PipelineJob(**request["pipeline_job"])
+    created = job.create_schedule(**request["schedule"])
+    return f"created Vertex AI schedule {created.resource_name} ({request['schedule']['cron']})"
