@@ -26,7 +26,7 @@ import components  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.filterwarnings("ignore", category=FutureWarning, module="google.api_core")
 from data import download, movielens
-from pipeline import configs
+from pipeline import configs, local_lock
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -200,10 +200,10 @@ def run(config: configs.PipelineConfig) -> List[dict]:
 
     from pipeline import pipeline as pipeline_module, report  # pylint: disable=import-outside-toplevel
 
-    os.makedirs(config.output_root, exist_ok=True)
     started = time.time()
-    tfx.orchestration.LocalDagRunner().run(pipeline_module.create_pipeline(config))
-    executions = report.latest_run(config)
+    with local_lock.exclusive_run(config.output_root):
+        tfx.orchestration.LocalDagRunner().run(pipeline_module.create_pipeline(config))
+        executions = report.latest_run(config)
     report.print_summary(config, executions, time.time() - started)
     return executions
 
@@ -228,7 +228,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("Pipeline configuration:\n" + json.dumps(
             {k: v for k, v in vars(args).items() if k != "command"}, indent=2, default=str),
             file=sys.stderr)
-        run(config)
+        try:
+            run(config)
+        except local_lock.OutputRootBusy as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 3
     elif args.command == "compile":
         from pipeline import kubeflow  # pylint: disable=import-outside-toplevel
 
