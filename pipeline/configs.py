@@ -51,6 +51,9 @@ class TrainingConfig:
     models: Tuple[str, ...] = ("retrieval", "ranking", "sequential")
     hparams: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     epochs: Optional[int] = None
+    # If set, every model trains on its first train_steps batches only (one pass); 0
+    # exports the untrained model (how tests make a degraded model the gates must stop).
+    train_steps: Optional[int] = None
 
     def model_hparams(self, name: str) -> Dict[str, Any]:
         if name not in DEFAULT_MODEL_HPARAMS:
@@ -59,6 +62,53 @@ class TrainingConfig:
         if self.epochs is not None:
             merged["epochs"] = self.epochs
         return merged
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """The Evaluators' gates (TFMA) and slices; see components/evaluator/.
+
+    A retrieval or sequential model is blessed only if its top-``top_k`` accuracy over
+    the whole movie vocabulary (eval split) is >= ``min_top_k_accuracy`` and not lower
+    than the baseline's by more than ``top_k_tolerance``; a ranking model only if its
+    RMSE (stars) is <= ``max_rmse`` and not higher than the baseline's by more than
+    ``rmse_tolerance``. The baseline is the latest blessed model of the same Trainer
+    (none on the first run: then only the absolute thresholds apply).
+
+    Slices: user activity buckets by the user's number of ratings (upper bounds of all
+    but the last bucket: (20, 100) gives <=20, 21-100, >100), and movie popularity by the
+    movie's rank in the vocabulary (most rated first): ``movie_popularity_quantiles``
+    (0.1, 0.5) gives head = top 10% of the catalogue, torso = next 40%, tail = the rest.
+    """
+
+    top_k: int = 100
+    min_top_k_accuracy: float = 0.1
+    top_k_tolerance: float = 0.01
+    max_rmse: float = 1.0
+    rmse_tolerance: float = 0.0
+    user_activity_boundaries: Tuple[int, ...] = (20, 100)
+    movie_popularity_quantiles: Tuple[float, ...] = (0.1, 0.5)
+
+    def slices(self) -> Dict[str, Any]:
+        """What the Trainer's export needs to compute the slice features."""
+        return {"user_activity_boundaries": list(self.user_activity_boundaries),
+                "movie_popularity_quantiles": list(self.movie_popularity_quantiles)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    """What the Pushers export under ``PipelineConfig.serving_root``.
+
+    max_k: the largest k a pushed retrieval model serves (the ScaNN index's k).
+    scann: overrides of the tuned ScaNN parameters (components/pusher/ann.py
+      ``ScannParams`` fields, e.g. ``{"num_leaves_to_search": 80}``).
+    fallback: what ``recommend`` does for an unknown user or movie: "error" (a clear
+      message) or "popular" (the most-rated movies).
+    """
+
+    max_k: int = 100
+    scann: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    fallback: str = "error"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +133,8 @@ class PipelineConfig:
     )
     example_gen: ExampleGenConfig = dataclasses.field(default_factory=ExampleGenConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
 
     @property
     def pipeline_root(self) -> str:

@@ -56,13 +56,17 @@ class RecommenderTrainer(base_component.BaseComponent):
       vocabulary: the example generator's vocabulary output.
       hparams: a dict for ``models.HParams.from_dict``; it travels as custom_config.
       base_model: optional warm start (unused by run_fn today).
+      run_config: more custom_config entries for run_fn: "train_steps" (train on the
+        first N batches only; 0: export the untrained model) and "eval_slices"
+        (``EvaluationConfig.slices()``: the Evaluator's slice features).
     """
 
     SPEC_CLASS = RecommenderTrainerSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
     def __init__(self, examples: types.BaseChannel, vocabulary: types.BaseChannel,
-                 hparams: Dict[str, Any], base_model: Optional[types.BaseChannel] = None):
+                 hparams: Dict[str, Any], base_model: Optional[types.BaseChannel] = None,
+                 run_config: Optional[Dict[str, Any]] = None):
         spec = RecommenderTrainerSpec(
             examples=examples,
             vocabulary=vocabulary,
@@ -70,7 +74,8 @@ class RecommenderTrainer(base_component.BaseComponent):
             train_args=trainer_pb2.TrainArgs(splits=["train"]),
             eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
             run_fn=RUN_FN,
-            custom_config=json.dumps({"hparams": hparams}, sort_keys=True),
+            custom_config=json.dumps({**(run_config or {}), "hparams": hparams},
+                                     sort_keys=True),
             model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun),
         )

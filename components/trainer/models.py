@@ -56,6 +56,7 @@ SEQUENTIAL = "sequential"
 MODELS = (RETRIEVAL, RANKING, MULTITASK, SEQUENTIAL)
 
 OPTIMIZERS = ("adagrad", "adam", "sgd", "rmsprop")
+TIMESTAMP_FEATURES = ("global", "user_relative")
 
 # AutoGraph: the models have no data-dependent Python control flow, and converting them --
 # and, through them, the Keras internals they call -- made the first training step trace
@@ -135,6 +136,9 @@ class HParams:
     max_context_length: int = 10
     max_context_movie_genre_length: int = 10
     seed: int = 0
+    l2_regularization: float = 0.0
+    mask_padding: bool = True
+    timestamp_features: Tuple[str, ...] = TIMESTAMP_FEATURES
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -149,6 +153,8 @@ class HParams:
         for name in ("learning_rate", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.l2_regularization < 0:
+            raise ValueError("l2_regularization must be non-negative")
         if self.rating_weight < 0 or self.retrieval_weight < 0:
             raise ValueError("loss weights must be non-negative")
         if self.model == MULTITASK and self.rating_weight + self.retrieval_weight == 0:
@@ -272,13 +278,15 @@ class TimestampEncoder(keras.layers.Layer):
     Arithmetic is in float64: float32 cannot resolve seconds at 1e9.
     """
 
-    def __init__(self, stats: F.TimestampStats, embedding_dim: int, **kwargs):
+    def __init__(self, stats: F.TimestampStats, embedding_dim: int, l2: float = 0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self._mean = float(stats.mean)
         self._std = float(stats.std)
         self._boundaries = tf.constant(list(stats.boundaries) or [self._mean], tf.float64)
         self.bucket_embedding = keras.layers.Embedding(
-            len(stats.boundaries) + 2, embedding_dim, name="bucket_embedding")
+            len(stats.boundaries) + 2, embedding_dim, embeddings_regularizer=_regularizer(l2),
+            name="bucket_embedding")
 
     @_graph_safe
     def call(self, timestamps, training=None, mask=None):
@@ -286,6 +294,48 @@ class TimestampEncoder(keras.layers.Layer):
         normalized = tf.cast((values - self._mean) / self._std, tf.float32)
         buckets = tf.searchsorted(self._boundaries, values, side="right")
         return tf.concat([normalized[:, None], self.bucket_embedding(buckets)], axis=-1)
+
+
+# Bucket boundaries of the user-relative time, in seconds since the user's first rating.
+RELATIVE_TIME_BOUNDARIES = (
+    1, 30, 60, 120, 300, 600, 1200, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 86400,
+    2 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 60 * 86400, 120 * 86400, 240 * 86400,
+    365 * 86400)
+_YEAR_SECONDS = 365.25 * 86400
+
+
+class RelativeTimeEncoder(keras.layers.Layer):
+    """(user rows ``[B]``, int64 timestamps ``[B]``) -> float32 ``[B, 1 + D]``: how long
+    after the user's first training rating this one is -- log-scaled, and an embedding of
+    its bucket (:data:`RELATIVE_TIME_BOUNDARIES`, from one second to a year).
+
+    ``first_timestamps`` is aligned with the user lookup's rows (row 0: unknown users);
+    NaN (a user without training ratings) counts as time 0, a new user.
+    """
+
+    def __init__(self, first_timestamps: np.ndarray, embedding_dim: int, l2: float = 0.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self._first = tf.constant(np.asarray(first_timestamps, np.float64))
+        self._boundaries = tf.constant(RELATIVE_TIME_BOUNDARIES, tf.float64)
+        self.bucket_embedding = keras.layers.Embedding(
+            len(RELATIVE_TIME_BOUNDARIES) + 1, embedding_dim,
+            embeddings_regularizer=_regularizer(l2), name="relative_bucket_embedding")
+
+    @_graph_safe
+    def call(self, inputs, training=None, mask=None):
+        rows, timestamps = inputs
+        values = tf.cast(tf.reshape(timestamps, [-1]), tf.float64)
+        first = tf.gather(self._first, tf.reshape(rows, [-1]))
+        elapsed = tf.maximum(tf.where(tf.math.is_nan(first), tf.zeros_like(values),
+                                      values - first), 0.0)
+        scaled = tf.cast(tf.math.log1p(elapsed) / np.log1p(_YEAR_SECONDS), tf.float32)
+        buckets = tf.searchsorted(self._boundaries, elapsed, side="right")
+        return tf.concat([scaled[:, None], self.bucket_embedding(buckets)], axis=-1)
+
+
+def _regularizer(l2: float):
+    return keras.regularizers.l2(l2) if l2 > 0 else None
 
 
 def _projection(hidden: Sequence[int], dim: int, name: str) -> keras.Sequential:
@@ -305,13 +355,18 @@ class UserTower(keras.Model):
     ``timestamp_stats``; other keys are ignored). Output: float32 ``[B, D]``.
 
     Without timestamps it is the tutorial's user-id embedding. With them, the id
-    embedding, the normalized timestamp and its bucket embedding are concatenated and
-    projected to ``D`` through ``tower_layers``.
+    embedding and the ``timestamp_features`` -- ``"global"``: the normalized timestamp and
+    its bucket embedding (:class:`TimestampEncoder`); ``"user_relative"``: the time since
+    the user's first training rating (:class:`RelativeTimeEncoder`, needs the per-user
+    first timestamps of ``timestamp_stats``) -- are concatenated and projected to ``D``
+    through ``tower_layers``.
     """
 
     def __init__(self, user_ids: np.ndarray, embedding_dim: int,
                  timestamp_stats: Optional[F.TimestampStats] = None,
-                 tower_layers: Sequence[int] = (), name: str = "user_tower"):
+                 tower_layers: Sequence[int] = (), name: str = "user_tower",
+                 l2: float = 0.0,
+                 timestamp_features: Sequence[str] = ("global", "user_relative")):
         super().__init__(name=name)
         if len(user_ids) == 0:
             raise ValueError("the user vocabulary is empty")
@@ -319,20 +374,38 @@ class UserTower(keras.Model):
             vocabulary=np.asarray(user_ids, np.int64), mask_token=None, num_oov_indices=1,
             name="user_lookup")
         self.embedding = keras.layers.Embedding(
-            len(user_ids) + 1, embedding_dim, name="user_embedding")
-        self.timestamp = (TimestampEncoder(timestamp_stats, embedding_dim, name="timestamp")
-                          if timestamp_stats is not None else None)
+            len(user_ids) + 1, embedding_dim, embeddings_regularizer=_regularizer(l2),
+            name="user_embedding")
+        unknown = sorted(set(timestamp_features) - set(TIMESTAMP_FEATURES))
+        if unknown:
+            raise ValueError(f"unknown timestamp features {unknown}; known: {TIMESTAMP_FEATURES}")
+        self.timestamp = self.relative_time = None
+        if timestamp_stats is not None and "global" in timestamp_features:
+            self.timestamp = TimestampEncoder(timestamp_stats, embedding_dim, l2,
+                                              name="timestamp")
+        if timestamp_stats is not None and "user_relative" in timestamp_features:
+            if not timestamp_stats.user_ids:
+                raise ValueError("user_relative time needs timestamp_stats with user ids "
+                                 "(features.timestamp_stats over batches holding user_id)")
+            first = timestamp_stats.first_timestamps()
+            self.relative_time = RelativeTimeEncoder(
+                [np.nan] + [first.get(int(user), np.nan) for user in user_ids],
+                embedding_dim, l2, name="relative_time")
+        uses_time = self.timestamp is not None or self.relative_time is not None
         self.projection = (_projection(tower_layers, embedding_dim, "user_projection")
-                           if self.timestamp is not None or tower_layers else None)
+                           if uses_time or tower_layers else None)
 
     @_graph_safe
     def call(self, inputs, training=None, mask=None):
-        embedding = self.embedding(self.lookup(inputs[F.USER_ID]))
+        rows = self.lookup(inputs[F.USER_ID])
+        embedding = self.embedding(rows)
         if self.projection is None:
             return embedding
         parts = [embedding]
         if self.timestamp is not None:
             parts.append(self.timestamp(inputs[F.TIMESTAMP]))
+        if self.relative_time is not None:
+            parts.append(self.relative_time((rows, inputs[F.TIMESTAMP])))
         return self.projection(tf.concat(parts, axis=-1))
 
 
@@ -349,13 +422,14 @@ class MovieTower(keras.Model):
     def __init__(self, vocabulary: F.Vocabulary, embedding_dim: int,
                  use_title: bool = False, use_genres: bool = False,
                  tower_layers: Sequence[int] = (), title_max_tokens: int = 10_000,
-                 name: str = "movie_tower"):
+                 name: str = "movie_tower", l2: float = 0.0):
         super().__init__(name=name)
         self.lookup = keras.layers.IntegerLookup(
             vocabulary=vocabulary.movie_ids, mask_token=None, num_oov_indices=1,
             name="movie_lookup")
         self.embedding = keras.layers.Embedding(
-            vocabulary.num_movies + 1, embedding_dim, name="movie_embedding")
+            vocabulary.num_movies + 1, embedding_dim, embeddings_regularizer=_regularizer(l2),
+            name="movie_embedding")
         self.title_embedding = self.genre_embedding = None
         if use_title:
             table, tokens = _title_token_table(vocabulary.movie_titles, title_max_tokens)
@@ -404,7 +478,8 @@ class SequenceQueryTower(keras.Model):
     """
 
     def __init__(self, vocabulary: F.Vocabulary, embedding_dim: int,
-                 movie_tower: Optional[MovieTower] = None, name: str = "sequence_query_tower"):
+                 movie_tower: Optional[MovieTower] = None, name: str = "sequence_query_tower",
+                 mask_padding: bool = True, l2: float = 0.0):
         super().__init__(name=name)
         self.movie_tower = movie_tower
         if movie_tower is None:
@@ -413,14 +488,15 @@ class SequenceQueryTower(keras.Model):
                 vocabulary=vocabulary.movie_ids, mask_token=F.PAD_MOVIE_ID,
                 num_oov_indices=1, name="context_movie_lookup")
             self.embedding = keras.layers.Embedding(
-                vocabulary.num_movies + 2, embedding_dim, mask_zero=True,
-                name="context_movie_embedding")
+                vocabulary.num_movies + 2, embedding_dim, mask_zero=mask_padding,
+                embeddings_regularizer=_regularizer(l2), name="context_movie_embedding")
+        self.mask_padding = mask_padding
         self.gru = keras.layers.GRU(embedding_dim, name="gru")
 
     @_graph_safe
     def call(self, inputs, training=None, mask=None):
         ids = inputs[F.CONTEXT_MOVIE_ID] if isinstance(inputs, Mapping) else inputs
-        mask = tf.not_equal(ids, F.PAD_MOVIE_ID)
+        mask = tf.not_equal(ids, F.PAD_MOVIE_ID) if self.mask_padding else None
         if self.movie_tower is not None:
             sequence = self.movie_tower(ids)
         else:
@@ -691,7 +767,8 @@ class SequentialModel(_Model):
         self.candidate_tower = _movie_tower(vocabulary, hparams)
         self.query_tower = SequenceQueryTower(
             vocabulary, hparams.embedding_dim,
-            movie_tower=self.candidate_tower if hparams.share_embeddings else None)
+            movie_tower=self.candidate_tower if hparams.share_embeddings else None,
+            mask_padding=hparams.mask_padding, l2=hparams.l2_regularization)
         self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams)
 
     @_graph_safe
@@ -709,12 +786,15 @@ def _user_tower(vocabulary, hparams, timestamp_stats):
     if hparams.use_timestamps and timestamp_stats is None:
         raise ValueError("use_timestamps needs timestamp_stats (features.timestamp_stats)")
     return UserTower(vocabulary.user_ids, hparams.embedding_dim,
-                     timestamp_stats if hparams.use_timestamps else None, hparams.tower_layers)
+                     timestamp_stats if hparams.use_timestamps else None, hparams.tower_layers,
+                     l2=hparams.l2_regularization,
+                     timestamp_features=hparams.timestamp_features)
 
 
 def _movie_tower(vocabulary, hparams):
     return MovieTower(vocabulary, hparams.embedding_dim, hparams.use_title, hparams.use_genres,
-                      hparams.tower_layers, hparams.title_max_tokens)
+                      hparams.tower_layers, hparams.title_max_tokens,
+                      l2=hparams.l2_regularization)
 
 
 def _retrieval_task(candidate_tower, vocabulary, hparams):

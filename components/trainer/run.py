@@ -2,12 +2,15 @@
 
 What lands where:
   <model>/Format-Serving/             SavedModel: the query tower (ranking: the model), with
-                                      ``serving_default`` (raw tensors) and
-                                      ``serve_tf_examples`` signatures
+                                      ``serving_default`` (raw tensors),
+                                      ``serve_tf_examples``, and the Evaluator's
+                                      ``transform_features`` and ``eval_scores`` signatures
+                                      (see components/trainer/export.py)
   <model>/Format-Serving/assets.extra/
       candidates.npz                  movie ids [M] and their embeddings [M, D], rows in
                                       vocabulary order (retrieval, multitask, sequential)
-      movies.tsv                      the vocabulary the rows refer to
+      movies.tsv, users.tsv           the vocabulary the rows refer to
+      rated.npz                       each user's movies in the examples (both splits)
       metrics.json                    the eval-split metrics below, and the hyperparameters
   <model_run>/                        TensorBoard logs and the same metrics.json
 
@@ -22,7 +25,7 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import components  # noqa: F401  (Keras 2 before TensorFlow)
 
@@ -31,11 +34,14 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
+from components.trainer import export as export_lib
 from components.trainer import features as F
 from components.trainer import models
 from components.trainer.component import VOCABULARY_DIR_CONFIG
 
 METRICS_FILE = "metrics.json"
+TRAIN_STEPS_CONFIG = "train_steps"  # custom_config keys besides "hparams"
+SLICES_CONFIG = "eval_slices"
 CANDIDATES_FILE = "candidates.npz"
 EXTRA_ASSETS = "assets.extra"
 
@@ -71,15 +77,26 @@ def evaluate(model, hparams: models.HParams, vocabulary: F.Vocabulary,
 
 
 def export(model, hparams: models.HParams, vocabulary: F.Vocabulary, vocabulary_dir: str,
-           serving_dir: str, metrics: Dict[str, Any]) -> None:
-    """The SavedModel plus the candidate embeddings the Pusher indexes."""
-    models.export_query_model(model, hparams, serving_dir)
+           serving_dir: str, metrics: Dict[str, Any],
+           slices: Optional[export_lib.SliceSpec] = None, history_files=None) -> None:
+    """The SavedModel (components/trainer/export.py: serving and Evaluator signatures)
+    plus the candidate embeddings the Pusher indexes and, with ``history_files``, each
+    user's rated movies (``rated.npz``) that serving leaves out."""
+    catalogue = (models.catalogue_embeddings(model.candidate_tower, vocabulary)
+                 if hparams.model != models.RANKING else None)
+    export_lib.save(export_lib.export_module(
+        model, hparams, vocabulary, slices or export_lib.SliceSpec(), catalogue), serving_dir)
     extra = os.path.join(serving_dir, EXTRA_ASSETS)
     os.makedirs(extra, exist_ok=True)
-    if hparams.model != models.RANKING:
+    if catalogue is not None:
         np.savez(os.path.join(extra, CANDIDATES_FILE), movie_ids=vocabulary.movie_ids,
-                 embeddings=models.catalogue_embeddings(model.candidate_tower, vocabulary))
-    shutil.copy(os.path.join(vocabulary_dir, "movies.tsv"), os.path.join(extra, "movies.tsv"))
+                 embeddings=catalogue)
+    if history_files:
+        export_lib.save_rated_movies(
+            export_lib.rated_movies(hparams, vocabulary, history_files), extra)
+    for name in (F.MOVIES_FILE, F.USERS_FILE):
+        if os.path.exists(os.path.join(vocabulary_dir, name)):
+            shutil.copy(os.path.join(vocabulary_dir, name), os.path.join(extra, name))
     with open(os.path.join(extra, METRICS_FILE), "w") as handle:
         json.dump(metrics, handle, indent=2, sort_keys=True)
 
@@ -99,13 +116,20 @@ def run_fn(fn_args) -> None:
     model = models.compile_model(
         models.build_model(hparams, vocabulary, timestamp_stats), hparams)
     started = time.time()
-    model.fit(train_data, epochs=hparams.epochs, verbose=0, callbacks=[
-        keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
-        _EpochLogger(hparams.model, hparams.epochs)])
+    train_steps = config.get(TRAIN_STEPS_CONFIG)
+    if train_steps is not None:  # the first train_steps batches, once (0: untrained)
+        train_data = train_data.take(int(train_steps))
+    if train_steps != 0:
+        model.fit(train_data, epochs=1 if train_steps is not None else hparams.epochs,
+                  verbose=0, callbacks=[
+                      keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+                      _EpochLogger(hparams.model, hparams.epochs)])
     metrics = evaluate(model, hparams, vocabulary, fn_args.train_files, fn_args.eval_files)
     metrics["train_seconds"] = round(time.time() - started, 1)
     metrics["hparams"] = hparams.to_dict()
     logging.info("%s eval metrics: %s", hparams.model, json.dumps(metrics, sort_keys=True))
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, METRICS_FILE), "w") as handle:
         handle.write(json.dumps(metrics, indent=2, sort_keys=True))
-    export(model, hparams, vocabulary, vocabulary_dir, fn_args.serving_model_dir, metrics)
+    export(model, hparams, vocabulary, vocabulary_dir, fn_args.serving_model_dir, metrics,
+           slices=export_lib.SliceSpec.from_dict(config.get(SLICES_CONFIG)),
+           history_files=[fn_args.train_files, fn_args.eval_files])
