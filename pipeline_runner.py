@@ -3,6 +3,7 @@
   python pipeline_runner.py run --data-dir ../shared/data/ml-100k
   python pipeline_runner.py run --dataset ml-1m          # download from GroupLens
   python pipeline_runner.py run --help                   # every option
+  python pipeline_runner.py recommend --user 42 -k 10    # from the latest pushed model
 
 ``run`` builds the TFX pipeline (pipeline/pipeline.py) from one PipelineConfig and runs it
 with LocalDagRunner: SQLite metadata and Beam's DirectRunner in multi-processing mode on
@@ -25,6 +26,7 @@ import components  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 # an explicit TF_CPP_MIN_LOG_LEVEL still wins. Beam workers inherit the setting.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.filterwarnings("ignore", category=FutureWarning, module="google.api_core")
+from components import validation
 from data import download, movielens
 from pipeline import configs, local_lock
 
@@ -92,6 +94,24 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                             "(default: %(default)s)")
     group.add_argument("--epochs", type=int, default=None,
                        help="override every model's epochs (e.g. 1 for a quick run)")
+    group.add_argument("--train-steps", type=int, default=None,
+                       help="train every model on its first N batches only (0: export "
+                            "untrained models, which the Evaluators should refuse)")
+    evaluation = configs.EvaluationConfig()
+    group = parser.add_argument_group("evaluation gates (Evaluator)")
+    group.add_argument("--min-top-k-accuracy", type=float,
+                       default=evaluation.min_top_k_accuracy,
+                       help=f"bless retrieval/sequential models only at top-{evaluation.top_k} "
+                            "accuracy >= this (default: %(default)s)")
+    group.add_argument("--top-k-tolerance", type=float, default=evaluation.top_k_tolerance,
+                       help="... and at most this much below the last blessed model of "
+                            "the same Trainer (default: %(default)s)")
+    group.add_argument("--max-rmse", type=float, default=evaluation.max_rmse,
+                       help="bless ranking models only at RMSE <= this (default: "
+                            "%(default)s) ...")
+    group.add_argument("--rmse-tolerance", type=float, default=evaluation.rmse_tolerance,
+                       help="... and at most this much above the last blessed one "
+                            "(default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +159,37 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--request-out", default="outputs/schedule_request.json",
                           help="where the request goes without credentials "
                                "(default: %(default)s)")
+
+    recommend = commands.add_parser(
+        "recommend", help="top-k movies from the latest pushed model",
+        description="Load the latest pushed model (<output-root>/serving/<model>[_scann]/"
+                    "<version>/) and print titles and scores for a user (retrieval model) "
+                    "or a watch history (sequential model), leaving out what was already "
+                    "seen unless --include-rated.")
+    who = recommend.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", type=int, help="a user id (the retrieval model)")
+    who.add_argument("--history", metavar="IDS",
+                     help="comma-separated movie ids watched, oldest first (the "
+                          "sequential model)")
+    recommend.add_argument("-k", type=int, default=10, help="how many (default: %(default)s)")
+    recommend.add_argument("--model", default=None,
+                           help="the pushed model's name (default: retrieval for --user, "
+                                "sequential for --history)")
+    recommend.add_argument("--variant", choices=["scann", "brute_force"], default="scann",
+                           help="the ScaNN index or exact scoring (default: %(default)s)")
+    recommend.add_argument("--include-rated", action="store_true",
+                           help="do not leave out the user's rated / the history's movies")
+    recommend.add_argument("--fallback", choices=["error", "popular"],
+                           default=configs.ServingConfig().fallback,
+                           help="an unknown user or movie: a clear error, or the most-rated "
+                                "movies (default: %(default)s)")
+    recommend.add_argument("--timestamp", type=int, default=None,
+                           help="query time (Unix seconds) for models that read one "
+                                "(default: the user's latest rating in the data)")
+    recommend.add_argument("--output-root", default=configs.DEFAULT_OUTPUT_ROOT,
+                           help="the pipeline's output root (default: %(default)s)")
+    recommend.add_argument("--serving-root", default=None,
+                           help="the pushed models (default: <output-root>/serving)")
     return parser
 
 
@@ -176,7 +227,10 @@ def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
     )
     training = configs.TrainingConfig(
         models=tuple(name.strip() for name in args.models.split(",") if name.strip()),
-        epochs=args.epochs)
+        epochs=args.epochs, train_steps=args.train_steps)
+    evaluation = configs.EvaluationConfig(
+        min_top_k_accuracy=args.min_top_k_accuracy, top_k_tolerance=args.top_k_tolerance,
+        max_rmse=args.max_rmse, rmse_tolerance=args.rmse_tolerance)
     for name in training.models:
         training.model_hparams(name)  # unknown names fail here, before anything runs
     fields = dict(
@@ -188,6 +242,7 @@ def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
         enable_cache=not args.no_cache,
         example_gen=example_gen,
         training=training,
+        evaluation=evaluation,
     )
     if args.beam_arg:
         fields["beam_pipeline_args"] = tuple(args.beam_arg)
@@ -210,6 +265,10 @@ def run(config: configs.PipelineConfig) -> List[dict]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "recommend":
+        from pipeline import recommend  # pylint: disable=import-outside-toplevel
+
+        return recommend.main(args)
     if args.command == "schedule":
         from pipeline import kubeflow  # pylint: disable=import-outside-toplevel
 
@@ -233,6 +292,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except local_lock.OutputRootBusy as error:
             print(f"error: {error}", file=sys.stderr)
             return 3
+        except validation.DataValidationError as error:  # anomalies: no Trainer ran
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     elif args.command == "compile":
         from pipeline import kubeflow  # pylint: disable=import-outside-toplevel
 

@@ -1,12 +1,23 @@
 """The recommender's TFX DAG, in one function.
 
-  MovieLensExampleGen ─┬─ StatisticsGen(sequence) ── SchemaGen(sequence)
-                       ├─ StatisticsGen(rating)   ── SchemaGen(rating)
+  MovieLensExampleGen ─┬─ StatisticsGen(sequence) ─┬─ SchemaGen(sequence)
+                       │                           └─ ExampleValidator ── AnomaliesGate
+                       │          CuratedSchemaGen(sequence) ─┘
+                       ├─ StatisticsGen(rating)   ─┬─ SchemaGen(rating)
+                       │                           └─ ExampleValidator ── AnomaliesGate
+                       │            CuratedSchemaGen(rating) ─┘
                        ├─ Trainer(retrieval | multitask)   on rating examples
                        ├─ Trainer(ranking)                  on rating examples
                        └─ Trainer(sequential)               on sequence examples
 
-Evaluators and Pushers join as their issues land (see README.md).
+Every Trainer runs after both AnomaliesGates, which fail the run on any anomaly against
+the curated schemas of pipeline/schemas/ (see components/validation/component.py).
+
+After each Trainer ``<Name>Trainer`` (names from TrainingConfig.models):
+
+  <Name>BaselineResolver (the latest model of this Trainer blessed before this one)
+      └─ <Name>Evaluator (TFMA on the eval split: top-100 accuracy / RMSE gates, slices)
+            └─ <Name>Pusher (blessed models only: <serving_root>/<name>[_scann]/<version>/)
 """
 
 from __future__ import annotations
@@ -16,13 +27,25 @@ from typing import List
 from tfx import v1 as tfx
 from tfx.dsl.components.base import base_node
 
+from components.evaluator import baseline as evaluator_baseline
+from components.evaluator import config as evaluator_config
 from components.example_gen.component import MovieLensExampleGen
+from components.pusher.component import RecommenderPusher
 from components.trainer.component import RecommenderTrainer
+from components.validation.component import AnomaliesGate, CuratedSchemaGen
+from pipeline import schemas
 from pipeline.configs import PipelineConfig
 
 
-def create_components(config: PipelineConfig) -> List[base_node.BaseNode]:
-    """The DAG's components, wired, in topological order."""
+def create_components(config: PipelineConfig,
+                      baseline_resolvers: bool = True) -> List[base_node.BaseNode]:
+    """The DAG's components, wired, in topological order.
+
+    baseline_resolvers: give each Evaluator the same Trainer's last blessed model as
+      baseline. Kubeflow v2 / Vertex compile no custom resolver (and their blessed-model
+      resolver cannot filter by producer), so there the Evaluators gate on the absolute
+      thresholds only.
+    """
     eg = config.example_gen
     example_gen = MovieLensExampleGen(
         data_dir=config.data_dir,
@@ -45,7 +68,22 @@ def create_components(config: PipelineConfig) -> List[base_node.BaseNode]:
         examples=example_gen.outputs["rating_examples"]).with_id("RatingStatisticsGen")
     rating_schema = tfx.components.SchemaGen(
         statistics=rating_statistics.outputs["statistics"]).with_id("RatingSchemaGen")
+    validation, gates = [], []
+    for kind, statistics in (("sequence", sequence_statistics),
+                             ("rating", rating_statistics)):
+        curated = CuratedSchemaGen(schemas.schema_file(kind)).with_id(
+            f"{kind.capitalize()}CuratedSchemaGen")
+        validator = tfx.components.ExampleValidator(
+            statistics=statistics.outputs["statistics"],
+            schema=curated.outputs["schema"],
+        ).with_id(f"{kind.capitalize()}ExampleValidator")
+        gates.append(AnomaliesGate(validator.outputs["anomalies"], f"{kind} examples")
+                     .with_id(f"{kind.capitalize()}AnomaliesGate"))
+        validation += [curated, validator, gates[-1]]
     trainers = []
+    run_config = {"eval_slices": config.evaluation.slices()}
+    if config.training.train_steps is not None:
+        run_config["train_steps"] = config.training.train_steps
     for name in config.training.models:
         hparams = config.training.model_hparams(name)
         kind = "sequence" if hparams["model"] == "sequential" else "rating"
@@ -53,9 +91,41 @@ def create_components(config: PipelineConfig) -> List[base_node.BaseNode]:
             examples=example_gen.outputs[f"{kind}_examples"],
             vocabulary=example_gen.outputs["vocabulary"],
             hparams=hparams,
+            run_config=run_config,
         ).with_id(f"{name.capitalize()}Trainer"))
+        trainers[-1].add_upstream_nodes(gates)  # no Trainer before the data passed
+        trainers.extend(_evaluate_and_push(config, name, hparams["model"], trainers[-1],
+                                           example_gen.outputs[f"{kind}_examples"],
+                                           baseline_resolvers))
     return [example_gen, sequence_statistics, sequence_schema, rating_statistics,
-            rating_schema, *trainers]
+            rating_schema, *validation, *trainers]
+
+
+def _evaluate_and_push(config: PipelineConfig, name: str, model_kind: str,
+                       trainer: base_node.BaseNode, examples,
+                       with_baseline: bool = True) -> List[base_node.BaseNode]:
+    """The baseline resolver, Evaluator and Pusher of one Trainer."""
+    prefix = name.capitalize()
+    baseline = evaluator_baseline.baseline_resolver(
+        trainer.outputs["model"], evaluator_id=f"{prefix}Evaluator",
+        resolver_id=f"{prefix}BaselineResolver") if with_baseline else None
+    evaluator = tfx.components.Evaluator(
+        examples=examples,
+        model=trainer.outputs["model"],
+        baseline_model=baseline.outputs[evaluator_baseline.MODEL_KEY] if baseline else None,
+        eval_config=evaluator_config.eval_config(model_kind, config.evaluation),
+        example_splits=[evaluator_config.EVAL_SPLIT],
+    ).with_id(f"{prefix}Evaluator")
+    pusher = RecommenderPusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        serving_root=config.serving_root,
+        model_name=name,
+        model_kind=model_kind,
+        max_k=config.serving.max_k,
+        scann_overrides=config.serving.scann,
+    ).with_id(f"{prefix}Pusher")
+    return [node for node in (baseline, evaluator, pusher) if node is not None]
 
 
 def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipeline:
@@ -67,7 +137,7 @@ def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipel
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=create_components(config),
+        components=create_components(config, baseline_resolvers=local),
         enable_cache=config.enable_cache,
         metadata_connection_config=tfx.orchestration.metadata
         .sqlite_metadata_connection_config(config.metadata_path) if local else None,

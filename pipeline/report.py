@@ -73,6 +73,45 @@ def model_summary(metrics: Dict) -> str:
     return " ".join(shown) + f" ({metrics.get('train_seconds', '?')} s training)"
 
 
+def blessing_summary(blessing_uri: str) -> str:
+    """An Evaluator's verdict, with the failed thresholds when it did not bless."""
+    if os.path.exists(os.path.join(blessing_uri, "BLESSED")):
+        return "BLESSED"
+    if not os.path.exists(os.path.join(blessing_uri, "NOT_BLESSED")):
+        return "blessing: none (no thresholds)"
+    reasons = []
+    evaluation_uri = os.path.join(os.path.dirname(os.path.dirname(blessing_uri)),
+                                  "evaluation", os.path.basename(blessing_uri))
+    try:
+        import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
+
+        result = tfma.load_validation_result(evaluation_uri)
+        for failure in result.metric_validations_per_slice:
+            for metric in failure.failures:
+                value = metric.metric_value.double_value.value
+                reasons.append(f"{metric.metric_key.name} "
+                               + (f"{value:+.4f} vs baseline" if metric.metric_key.is_diff
+                                  else f"{value:.4f}"))
+    except Exception:  # pylint: disable=broad-except  (the verdict stands without details)
+        pass
+    return "NOT blessed" + (f" ({'; '.join(reasons)})" if reasons else "")
+
+
+def push_summary(pushed_model_uri: str) -> str:
+    """A Pusher's outcome (its push.json)."""
+    path = os.path.join(pushed_model_uri, "push.json")
+    if not os.path.exists(path):
+        return "push: unknown"
+    with open(path) as handle:
+        push = json.load(handle)
+    if not push.get("pushed"):
+        return f"not pushed: {push.get('reason', '?')}"
+    where = ", ".join(f"{variant}: {path}" for variant, path
+                      in sorted(push.get("destinations", {}).items()))
+    again = " (already pushed)" if push.get("already_pushed") else ""
+    return f"pushed version {push['version']}{again} -> {where}"
+
+
 def print_summary(config: PipelineConfig, executions: List[Dict], seconds: float,
                   stream=None) -> None:
     """Where everything is, what ran and what came from the cache, and the data figures."""
@@ -90,6 +129,10 @@ def print_summary(config: PipelineConfig, executions: List[Dict], seconds: float
             if os.path.exists(path):
                 with open(path) as handle:
                     print(f"      eval: {model_summary(json.load(handle))}", file=stream)
+        for uri in execution["outputs"].get("blessing", []):
+            print(f"      {blessing_summary(uri)}", file=stream)
+        for uri in execution["outputs"].get("pushed_model", []):
+            print(f"      {push_summary(uri)}", file=stream)
         for uri in execution["outputs"].get("statistics", []):
             path = os.path.join(uri, example_gen_executor.STATISTICS_FILE)
             if os.path.exists(path):

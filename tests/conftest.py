@@ -255,3 +255,68 @@ def run_example_gen(tmp_path_factory):
         return result
 
     return run
+
+
+@dataclasses.dataclass
+class ServedRuns:
+    """Pipeline runs with Evaluators and Pushers (see :func:`served_pipeline`)."""
+
+    config: object  # pipeline.configs.PipelineConfig of the first run
+    first: List[dict]  # report.latest_run() of the first run
+    degraded_config: object = None
+    degraded: Optional[List[dict]] = None
+    serving_before_degraded: Optional[Dict[str, list]] = None
+
+    def node(self, name: str, degraded: bool = False) -> dict:
+        executions = self.degraded if degraded else self.first
+        return {e["node"]: e for e in executions}[name]
+
+    def output(self, node: str, key: str, degraded: bool = False) -> str:
+        (uri,) = self.node(node, degraded)["outputs"][key]
+        return uri
+
+
+def serving_tree(root: str) -> Dict[str, list]:
+    """Every file under ``root`` with its size and modification time."""
+    tree = {}
+    for directory, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            stat = os.stat(path)
+            tree[os.path.relpath(path, root)] = [stat.st_size, stat.st_mtime_ns]
+    return tree
+
+
+@pytest.fixture(scope="session")
+def served_pipeline(synthetic_data, tmp_path_factory):
+    """The pipeline (retrieval, ranking, sequential; 3 epochs) run once on synthetic data
+    (200 users x 400 movies x 12,000 ratings) with gates every trained model clears:
+    top-100 >= 0.4 (an untrained model scores ~0.25 on 400 movies), RMSE <= 1.5."""
+    import pipeline_runner
+
+    data = synthetic_data("100k", users=200, movies=400, ratings=12_000, seed=3)
+    output_root = str(tmp_path_factory.mktemp("served"))
+    argv = ["run", "--data-dir", str(data), "--output-root", output_root, "--epochs", "3",
+            "--min-top-k-accuracy", "0.4", "--max-rmse", "1.5",
+            "--beam-arg=--direct_running_mode=in_memory"]
+    config = pipeline_runner.config_from_args(pipeline_runner.build_parser().parse_args(argv))
+    runs = ServedRuns(config=config, first=pipeline_runner.run(config))
+    runs.argv = argv
+    return runs
+
+
+@pytest.fixture(scope="session")
+def degraded_run(served_pipeline):
+    """After :func:`served_pipeline`: the retrieval model retrained for zero steps, same
+    output root and gates. Records the serving tree before the run."""
+    import pipeline_runner
+
+    runs = served_pipeline
+    if runs.degraded is None:
+        runs.serving_before_degraded = serving_tree(runs.config.serving_root)
+        argv = runs.argv + ["--models", "retrieval", "--train-steps", "0"]
+        config = pipeline_runner.config_from_args(
+            pipeline_runner.build_parser().parse_args(argv))
+        runs.degraded_config = config
+        runs.degraded = pipeline_runner.run(config)
+    return runs

@@ -625,7 +625,8 @@ def test_component_runs_in_local_dag_runner(synthetic_data, tmp_path):
     from tfx import v1 as tfx
     from tfx.orchestration import metadata
 
-    from components.example_gen.component import MovieLensExampleGen
+    from components.example_gen.component import (
+        ExampleGenStatistics, MovieLensExampleGen, MovieLensVocabulary)
 
     data_dir = synthetic_data("1m", users=20, movies=40, ratings=600)
     example_gen = MovieLensExampleGen(data_dir=str(data_dir), seed=3)
@@ -650,8 +651,8 @@ def test_component_runs_in_local_dag_runner(synthetic_data, tmp_path):
         for split in ("train", "eval"):
             files = os.listdir(os.path.join(artifact.uri, f"Split-{split}"))
             assert files and all(name.endswith(".gz") for name in files)
-    [vocabulary] = by_type["MovieLensVocabulary"]
-    [statistics] = by_type["ExampleGenStatistics"]
+    [vocabulary] = by_type[MovieLensVocabulary.TYPE_NAME]
+    [statistics] = by_type[ExampleGenStatistics.TYPE_NAME]
     with open(os.path.join(vocabulary.uri, "genres.txt")) as handle:
         genres = handle.read().splitlines()
     with open(os.path.join(vocabulary.uri, "years.txt")) as handle:

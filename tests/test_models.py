@@ -106,7 +106,9 @@ def test_hparams_from_custom_config():
     assert hparams.top_ks == (1, 10) and hparams.rating_layers == (128, 32)
     assert hparams.learning_rate == 0.05
     assert M.HParams.from_dict(hparams.to_dict()) == hparams
-    assert M.HParams.from_dict(None) == M.HParams()
+    assert M.HParams.from_dict(None, preset=False) == M.HParams()
+    with pytest.raises(ValueError, match="timestamp_features"):
+        M.HParams.from_dict({"timestamp_features": "global,hourly"})
     with pytest.raises(ValueError, match="unknown hyperparameters.*embeding_dim"):
         M.HParams.from_dict({"embeding_dim": 8})
     with pytest.raises(ValueError, match="model must be one of"):
@@ -116,6 +118,23 @@ def test_hparams_from_custom_config():
     with pytest.raises(ValueError, match="use_genres"):
         M.HParams.from_dict({"use_genres": "maybe"})
     assert isinstance(M.make_optimizer(hparams), tf.keras.optimizers.Adam)
+
+
+def test_presets_are_the_defaults_of_custom_config():
+    # custom_config overrides the model's preset; the preset overrides the field defaults.
+    assert M.HParams.from_dict(None) == M.HParams(**M.PRESETS["retrieval"])
+    for model, preset in M.PRESETS.items():
+        assert preset["model"] == model
+        hparams = M.HParams.from_dict({"model": model})
+        assert hparams == M.HParams(**preset)
+        assert M.HParams.from_dict(hparams.to_dict(), preset=False) == hparams
+    ranking = M.HParams.from_dict({"model": "ranking", "epochs": 2, "rating_biases": False})
+    assert ranking.epochs == 2 and ranking.rating_biases is False
+    assert ranking.optimizer == M.PRESETS["ranking"]["optimizer"]
+    plain = M.HParams.from_dict({"model": "ranking"}, preset=False)
+    assert plain == M.HParams(model="ranking")
+    with pytest.raises(ValueError, match="model must be one of"):
+        M.HParams.from_dict({"model": "deep"}, preset=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -175,6 +194,59 @@ def test_timestamp_stats(data):
     encoded = encoder(tf.constant([int(values.min()), int(values.max())], tf.int64)).numpy()
     assert encoded.shape == (2, 9)
     assert encoded[0, 0] < -1 and encoded[1, 0] > 1  # normalized, in float64 arithmetic
+    assert stats.user_ids == () and stats.user_first == ()  # no user ids in the batches
+
+    # With user ids: each user's first training timestamp.
+    with_users = F.make_dataset(data["rating"]["train"],
+                                F.select(F.rating_feature_spec(), [F.USER_ID, F.TIMESTAMP]),
+                                1000, shuffle=True, seed=3)
+    stats = F.timestamp_stats(with_users, num_buckets=50)
+    first = {}
+    for batch in with_users:
+        for user, value in zip(batch[F.USER_ID].numpy(), batch[F.TIMESTAMP].numpy()):
+            first[int(user)] = min(first.get(int(user), np.inf), float(value))
+    assert stats.first_timestamps() == first and list(stats.user_ids) == sorted(first)
+    hparams = M.HParams.from_dict({"use_timestamps": True, "timestamp_buckets": 50})
+    from_files = M.training_timestamp_stats(hparams, data["rating"]["train"])
+    assert from_files.user_first == stats.user_first and from_files.user_ids == stats.user_ids
+    assert from_files.std == pytest.approx(stats.std, rel=1e-9)  # summed in another order
+    assert from_files.boundaries == pytest.approx(stats.boundaries)
+    assert M.training_timestamp_stats(
+        M.HParams.from_dict({"use_timestamps": False}), data["rating"]["train"]) is None
+
+
+def test_relative_time_encoder():
+    # Rows 1-2: users whose first ratings were at 1000 and 5000; row 0 (unknown) and a
+    # user without training ratings (NaN) are at their start.
+    encoder = M.RelativeTimeEncoder(np.array([np.nan, 1000.0, 5000.0, np.nan]), 4)
+    rows = tf.constant([1, 1, 2, 0, 3], tf.int64)
+    times = tf.constant([1000, 1000 + 86400, 4000, 7000, 9000], tf.int64)
+    out = encoder((rows, times)).numpy()
+    assert out.shape == (5, 5)
+    np.testing.assert_allclose(
+        out[:, 0], np.log1p([0, 86400, 0, 0, 0]) / np.log1p(M._YEAR_SECONDS), rtol=1e-6)
+    bucket = encoder.bucket_embedding.embeddings.numpy()
+    np.testing.assert_allclose(out[0, 1:], bucket[0])  # elapsed 0: below the first boundary
+    np.testing.assert_allclose(out[2, 1:], bucket[0])  # before the first rating: clipped to 0
+    day = M.RELATIVE_TIME_BOUNDARIES.index(86400) + 1
+    np.testing.assert_allclose(out[1, 1:], bucket[day])
+    stats = F.TimestampStats(9e8, 1e7, (9e8,))
+    with pytest.raises(ValueError, match="user ids"):
+        M.UserTower(np.array([1, 2]), 4, stats)
+    tower = M.UserTower(np.array([1, 2]), 4, stats, timestamp_features=("global",))
+    assert tower.relative_time is None and tower.timestamp is not None
+
+
+def test_rating_biases():
+    vocab = _small_vocab()
+    biases = M.RatingBiases(vocab)
+    features = {F.USER_ID: tf.constant([1, 3, 99], tf.int64),
+                F.MOVIE_ID: tf.constant([10, 15, 10], tf.int64)}
+    np.testing.assert_allclose(biases(features).numpy(), 0.0)  # zero at the start
+    biases.user_bias.embeddings.assign(np.arange(4, dtype=np.float32)[:, None])
+    biases.movie_bias.embeddings.assign(np.arange(7, dtype=np.float32)[:, None] * 10)
+    # users 1, 3 -> rows 1, 3; 99 -> 0 (unknown); movies 10, 15 -> rows 1, 6.
+    np.testing.assert_allclose(biases(features).numpy(), [1 + 10, 3 + 60, 0 + 10])
 
 
 # ---------------------------------------------------------------------------------------
@@ -272,8 +344,9 @@ def test_movie_tower_side_features_and_any_shape():
 
 
 def test_retrieval_learns_and_beats_random_and_popularity(data, rating_history):
+    # In-batch sampled softmax with log-Q (the option for large catalogues).
     hparams = M.HParams.from_dict({"epochs": 5, "batch_size": 512, "logq_correction": True,
-                                   "embedding_dim": 32})
+                                   "embedding_dim": 32}, preset=False)
     train, evaluation = _datasets(data, hparams)
     model = M.compile_model(M.build_model(hparams, data["vocab"]), hparams)
     probe = next(iter(train))
@@ -305,12 +378,15 @@ def test_retrieval_learns_and_beats_random_and_popularity(data, rating_history):
 
 
 def test_full_softmax_retrieval_with_features(data, rating_history):
+    # The retrieval preset: full softmax, timestamps (global and user-relative), title
+    # and genres.
     hparams = M.HParams.from_dict({
-        "epochs": 3, "batch_size": 512, "full_softmax": True, "embedding_dim": 32,
-        "use_timestamps": True, "use_title": True, "use_genres": True,
-        "timestamp_buckets": 100, "train_top_k_metrics": True, "top_ks": [10, 100]})
+        "epochs": 3, "batch_size": 512, "embedding_dim": 32, "timestamp_buckets": 100,
+        "train_top_k_metrics": True, "top_ks": [10, 100]})
+    assert hparams.full_softmax and hparams.use_timestamps and hparams.use_genres
     train, evaluation = _datasets(data, hparams)
-    stats = F.timestamp_stats(train, hparams.timestamp_buckets)
+    stats = M.training_timestamp_stats(hparams, data["rating"]["train"])
+    assert len(stats.user_ids) == N_USERS
     model = M.compile_model(M.build_model(hparams, data["vocab"], stats), hparams)
     probe = next(iter(train))
     before, after = _train(model, hparams, train, probe)
@@ -347,7 +423,8 @@ def test_multitask_trains_both_tasks(data):
                                    "embedding_dim": 16, "rating_weight": 1.0,
                                    "retrieval_weight": 0.1, "top_ks": [10]})
     train, evaluation = _datasets(data, hparams)
-    model = M.compile_model(M.build_model(hparams, data["vocab"]), hparams)
+    stats = M.training_timestamp_stats(hparams, data["rating"]["train"])
+    model = M.compile_model(M.build_model(hparams, data["vocab"], stats), hparams)
     probe = next(iter(train))
     before, after = _train(model, hparams, train, probe)
     assert after < before
@@ -376,6 +453,17 @@ def test_sequential_masks_padding(data, share):
     assert np.abs(other[0] - out_short[0]).max() > 1e-4
 
 
+def test_sequential_tutorial_reads_the_padding(data):
+    # mask_padding=False reproduces the tutorial: the GRU also reads the padding.
+    hparams = M.HParams.from_dict({"model": "sequential", "embedding_dim": 8,
+                                   "mask_padding": False}, preset=False)
+    model = M.build_model(hparams, data["vocab"])
+    history = [int(i) for i in data["vocab"].movie_ids[:3]]
+    padded = model({F.CONTEXT_MOVIE_ID: tf.constant([history + [0] * 7])}).numpy()
+    short = model({F.CONTEXT_MOVIE_ID: tf.constant([history])}).numpy()
+    assert np.abs(padded - short).max() > 1e-4
+
+
 def test_sequential_learns_and_beats_popularity(data):
     hparams = M.HParams.from_dict({"model": "sequential", "epochs": 3, "batch_size": 512,
                                    "embedding_dim": 32, "logq_correction": True})
@@ -402,7 +490,9 @@ def test_sequential_learns_and_beats_popularity(data):
 def test_export_query_model_and_index(data, tmp_path):
     hparams = M.HParams.from_dict({"embedding_dim": 8, "use_timestamps": True,
                                    "timestamp_buckets": 10})
-    stats = F.TimestampStats(9e8, 1e7, tuple(np.linspace(8.8e8, 9.2e8, 9)))
+    assert hparams.timestamp_features == ("global", "user_relative")
+    stats = F.TimestampStats(9e8, 1e7, tuple(np.linspace(8.8e8, 9.2e8, 9)),
+                             (1, 2, 3), (8.9e8, 8.95e8, 9.2e8))
     model = M.build_model(hparams, data["vocab"], stats)
     features = {F.USER_ID: tf.constant([1, 2, 3], tf.int64),
                 F.TIMESTAMP: tf.constant([890_000_000, 900_000_000, 910_000_000], tf.int64)}

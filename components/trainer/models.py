@@ -57,6 +57,7 @@ MODELS = (RETRIEVAL, RANKING, MULTITASK, SEQUENTIAL)
 
 OPTIMIZERS = ("adagrad", "adam", "sgd", "rmsprop")
 TIMESTAMP_FEATURES = ("global", "user_relative")
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 
 # AutoGraph: the models have no data-dependent Python control flow, and converting them --
 # and, through them, the Keras internals they call -- made the first training step trace
@@ -74,7 +75,10 @@ _retrieval_call = tf.autograph.to_graph(tfrs.tasks.Retrieval.call, recursive=Fal
 @dataclasses.dataclass(frozen=True)
 class HParams:
     """Every hyperparameter of the trainer; built from TFX ``custom_config`` by
-    :meth:`from_dict`.
+    :meth:`from_dict`, which starts from the model's tuned preset (:data:`PRESETS`).
+
+    The field defaults below are generic starting points (and what ``HParams()`` gives);
+    the presets are what ``benchmarks/quality.py`` measured on MovieLens-100K.
 
     Attributes:
       model: one of ``MODELS``.
@@ -106,6 +110,22 @@ class HParams:
       rating_min, rating_max: the served rating is clipped to this range.
       max_context_length, max_context_movie_genre_length: the sequence examples' padding.
       seed: initialization and shuffling seed.
+      l2_regularization: L2 penalty (times the sum of squares) on every embedding table
+        of the towers. Relative to the loss: the retrieval loss is summed over the batch,
+        the rating loss averaged.
+      mask_padding: the sequential GRU skips the padding (0) at the end of short
+        histories. The tutorial does not (``False`` reproduces it): its GRU reads up to
+        nine padding steps after the last movie.
+      timestamp_features: with ``use_timestamps``, which encodings the user tower adds:
+        ``"global"`` (normalized timestamp and its equal-width bucket, as in the
+        featurization tutorial) and ``"user_relative"`` (time since the user's first
+        training rating, log-scaled and bucketized; needs ``timestamp_stats`` computed
+        with user ids).
+      rating_biases: the rating adds a learned bias per user and per movie.
+      rating_bias_l2: L2 penalty on those biases (the rating loss is a batch mean).
+      rating_dot: the rating adds the dot product of the user and movie embeddings.
+      learning_rate_schedule: ``"constant"`` or ``"cosine"`` (per epoch, over the
+        ``epochs`` of the ``fit`` call; see :func:`learning_rate_callback`).
     """
 
     model: str = RETRIEVAL
@@ -139,10 +159,17 @@ class HParams:
     l2_regularization: float = 0.0
     mask_padding: bool = True
     timestamp_features: Tuple[str, ...] = TIMESTAMP_FEATURES
+    rating_biases: bool = False
+    rating_bias_l2: float = 0.0
+    rating_dot: bool = False
+    learning_rate_schedule: str = "constant"
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, not {self.model!r}")
+        if self.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
+            raise ValueError(f"learning_rate_schedule must be one of "
+                             f"{LEARNING_RATE_SCHEDULES}, not {self.learning_rate_schedule!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
         for name in ("embedding_dim", "epochs", "batch_size", "eval_batch_size",
@@ -153,8 +180,12 @@ class HParams:
         for name in ("learning_rate", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
-        if self.l2_regularization < 0:
-            raise ValueError("l2_regularization must be non-negative")
+        if self.l2_regularization < 0 or self.rating_bias_l2 < 0:
+            raise ValueError("L2 penalties must be non-negative")
+        unknown = sorted(set(self.timestamp_features) - set(TIMESTAMP_FEATURES))
+        if unknown:
+            raise ValueError(f"unknown timestamp_features {unknown}; known: "
+                             f"{TIMESTAMP_FEATURES}")
         if self.rating_weight < 0 or self.retrieval_weight < 0:
             raise ValueError("loss weights must be non-negative")
         if self.model == MULTITASK and self.rating_weight + self.retrieval_weight == 0:
@@ -165,14 +196,23 @@ class HParams:
             raise ValueError("rating_min must be below rating_max")
 
     @classmethod
-    def from_dict(cls, config: Optional[Mapping[str, Any]]) -> "HParams":
+    def from_dict(cls, config: Optional[Mapping[str, Any]],
+                  preset: bool = True) -> "HParams":
         """Builds the hyperparameters from a plain dict (TFX ``custom_config``).
 
-        Missing keys keep their defaults; values are coerced to the field's type (JSON
-        lists become tuples, "true"/"false" strings become booleans). Unknown keys raise
-        ValueError, so that a misspelt knob does not silently train the default.
+        With ``preset`` (the default), missing keys take the tuned values of
+        ``PRESETS[config["model"]]`` (``"retrieval"`` when no model is given), then the
+        field defaults; without it, the field defaults only. Values are coerced to the
+        field's type (JSON lists become tuples, "true"/"false" strings become
+        booleans). Unknown keys raise ValueError, so that a misspelt knob does not
+        silently train the default.
         """
         config = dict(config or {})
+        if preset:
+            model = str(config.get("model", RETRIEVAL))
+            if model not in PRESETS:
+                raise ValueError(f"model must be one of {MODELS}, not {model!r}")
+            config = {**PRESETS[model], **config}
         fields = {field.name: field for field in dataclasses.fields(cls)}
         unknown = sorted(set(config) - set(fields))
         if unknown:
@@ -190,6 +230,42 @@ class HParams:
         """A JSON-friendly dict that :meth:`from_dict` turns back into these values."""
         return {name: list(value) if isinstance(value, tuple) else value
                 for name, value in dataclasses.asdict(self).items()}
+
+
+# The tuned hyperparameters of each model (on top of the field defaults), as measured by
+# benchmarks/quality.py on MovieLens-100K (random 80/20 ratings; the sequential
+# tutorial's 90/10 sequence examples). What they buy, against the tutorials' recipes:
+#
+# * retrieval: a full softmax over the catalogue (what top-K measures; in-batch negatives
+#   without log-Q push popular movies down), 128 dimensions, Adam, L2 on the embeddings
+#   (top-K over *all* movies falls as the model memorizes each user's training movies),
+#   and context: title and genres on the movie side, the global and user-relative time
+#   on the user side (users rate the popular movies first).
+# * ranking: user and movie biases under the 256-64 head, Adam for 10 epochs instead of
+#   3 of Adagrad (the tutorial's RMSE is mostly under-training), light L2.
+# * multitask: the retrieval preset's towers, Adam, and the ranking preset's rating
+#   biases; the loss weights (1, 1) over a summed retrieval and a mean rating loss.
+# * sequential: full softmax, padding masked, context movies embedded by the candidate
+#   tower (shared), Adagrad 0.1 for 6 epochs.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    RETRIEVAL: dict(
+        model=RETRIEVAL, embedding_dim=128, epochs=6, batch_size=1024, optimizer="adam",
+        learning_rate=0.003, full_softmax=True, l2_regularization=0.05,
+        use_timestamps=True, use_title=True, use_genres=True),
+    RANKING: dict(
+        model=RANKING, embedding_dim=64, epochs=10, batch_size=1024, optimizer="adam",
+        learning_rate=0.001, l2_regularization=0.003, rating_biases=True,
+        use_title=True, use_genres=True),
+    MULTITASK: dict(
+        model=MULTITASK, embedding_dim=128, epochs=6, batch_size=1024, optimizer="adam",
+        learning_rate=0.003, full_softmax=True, l2_regularization=0.05,
+        use_timestamps=True, use_title=True, use_genres=True, rating_biases=True,
+        rating_bias_l2=1e-4, rating_weight=1.0, retrieval_weight=1.0),
+    SEQUENTIAL: dict(
+        model=SEQUENTIAL, embedding_dim=64, epochs=6, batch_size=1024,
+        optimizer="adagrad", learning_rate=0.1, full_softmax=True, share_embeddings=True,
+        mask_padding=True),
+}
 
 
 def _coerce(hint, value):
@@ -621,13 +697,52 @@ def _rating_head(layers: Sequence[int], rating_min: float, rating_max: float):
     return keras.Sequential(head, name="rating_head")
 
 
+class RatingBiases(keras.layers.Layer):
+    """``{"user_id": [B], "movie_id": [B]}`` -> float32 ``[B]``: a learned bias per user
+    plus one per movie (the classic baseline predictor; the global mean is the rating
+    head's output bias). Unknown ids share a row with bias 0 at the start."""
+
+    def __init__(self, vocabulary: F.Vocabulary, l2: float = 0.0, name: str = "rating_biases"):
+        super().__init__(name=name)
+        self.user_lookup = keras.layers.IntegerLookup(
+            vocabulary=np.asarray(vocabulary.user_ids, np.int64), mask_token=None,
+            num_oov_indices=1, name="bias_user_lookup")
+        self.movie_lookup = keras.layers.IntegerLookup(
+            vocabulary=vocabulary.movie_ids, mask_token=None, num_oov_indices=1,
+            name="bias_movie_lookup")
+        self.user_bias = keras.layers.Embedding(
+            vocabulary.num_users + 1, 1, embeddings_initializer="zeros",
+            embeddings_regularizer=_regularizer(l2), name="user_bias")
+        self.movie_bias = keras.layers.Embedding(
+            vocabulary.num_movies + 1, 1, embeddings_initializer="zeros",
+            embeddings_regularizer=_regularizer(l2), name="movie_bias")
+
+    @_graph_safe
+    def call(self, features, training=None, mask=None):
+        users = self.user_bias(self.user_lookup(features[F.USER_ID]))
+        movies = self.movie_bias(self.movie_lookup(features[F.MOVIE_ID]))
+        return tf.reshape(users + movies, [-1])
+
+
+def _raw_rating(model, features, user, movie):
+    """The unclipped rating ``[B]`` of ranking and multitask models: the rating head on
+    the concatenated user and movie embeddings, plus (``rating_dot``) their dot product
+    and (``rating_biases``) the user and movie biases."""
+    raw = tf.squeeze(model.rating_head(tf.concat([user, movie], axis=-1)), axis=-1)
+    if model.hparams.rating_dot:
+        raw += tf.reduce_sum(user * movie, axis=-1)
+    if model.rating_biases is not None:
+        raw += model.rating_biases(features)
+    return raw
+
+
 # ---------------------------------------------------------------------------------------
 # Models.
 
 
 class _Model(tfrs.Model):
     """``tfrs.Model`` whose train and test steps AutoGraph leaves alone (see
-    ``_graph_safe``)."""
+    ``_graph_safe``), and whose ``fit`` follows ``hparams.learning_rate_schedule``."""
 
     @_graph_safe
     def train_step(self, inputs):
@@ -636,6 +751,33 @@ class _Model(tfrs.Model):
     @_graph_safe
     def test_step(self, inputs):
         return super().test_step(inputs)
+
+    def fit(self, *args, **kwargs):
+        """``keras.Model.fit``, plus the learning-rate schedule's callback (over the
+        ``epochs`` of this call), so that every caller trains on the same schedule."""
+        schedule = learning_rate_callback(self.hparams, kwargs.get("epochs", 1))
+        if schedule is not None:
+            kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [schedule]
+        return super().fit(*args, **kwargs)
+
+
+def learning_rate_callback(hparams: HParams, epochs: int
+                           ) -> Optional[keras.callbacks.Callback]:
+    """The callback that sets each epoch's learning rate (None for a constant one).
+
+    ``"cosine"``: epoch ``e`` of ``epochs`` trains at
+    ``learning_rate * (1 + cos(pi * e / epochs)) / 2`` -- the full rate first, then
+    smaller steps, which settle the evaluation figures that a constant Adam rate leaves
+    fluctuating from epoch to epoch.
+    """
+    if hparams.learning_rate_schedule == "constant":
+        return None
+    epochs = max(int(epochs), 1)
+
+    def rate(epoch, _current=None):
+        return float(hparams.learning_rate * 0.5 * (1.0 + np.cos(np.pi * epoch / epochs)))
+
+    return keras.callbacks.LearningRateScheduler(rate)
 
 
 class RetrievalModel(_Model):
@@ -684,14 +826,15 @@ class RankingModel(_Model):
         self.movie_tower = _movie_tower(vocabulary, hparams)
         self.rating_head = _rating_head(hparams.rating_layers, hparams.rating_min,
                                         hparams.rating_max)
+        self.rating_biases = (RatingBiases(vocabulary, hparams.rating_bias_l2)
+                              if hparams.rating_biases else None)
         self.task = _ranking_task()
 
     @_graph_safe
     def raw_ratings(self, features):
         """Unclipped predictions ``[B]``."""
-        joint = tf.concat([self.user_tower(features),
-                           self.movie_tower(features[F.MOVIE_ID])], axis=-1)
-        return tf.squeeze(self.rating_head(joint), axis=-1)
+        return _raw_rating(self, features, self.user_tower(features),
+                           self.movie_tower(features[F.MOVIE_ID]))
 
     @_graph_safe
     def call(self, features, training=None, mask=None):
@@ -723,6 +866,8 @@ class MultitaskModel(_Model):
         self.candidate_tower = _movie_tower(vocabulary, hparams)
         self.rating_head = _rating_head(hparams.rating_layers, hparams.rating_min,
                                         hparams.rating_max)
+        self.rating_biases = (RatingBiases(vocabulary, hparams.rating_bias_l2)
+                              if hparams.rating_biases else None)
         self.rating_task = _ranking_task()
         self.retrieval_task = _retrieval_task(self.candidate_tower, vocabulary, hparams)
 
@@ -730,8 +875,7 @@ class MultitaskModel(_Model):
     def _forward(self, features):
         query = self.query_tower(features)
         candidate = self.candidate_tower(features[F.MOVIE_ID])
-        raw = tf.squeeze(self.rating_head(tf.concat([query, candidate], axis=-1)), axis=-1)
-        return query, candidate, raw
+        return query, candidate, _raw_rating(self, features, query, candidate)
 
     @_graph_safe
     def call(self, features, training=None, mask=None):
@@ -814,6 +958,19 @@ def build_model(hparams: HParams, vocabulary: F.Vocabulary,
     """The (uncompiled) model ``hparams.model``, initialized from ``hparams.seed``."""
     keras.utils.set_random_seed(hparams.seed)
     return _MODEL_CLASSES[hparams.model](vocabulary, hparams, timestamp_stats)
+
+
+def training_timestamp_stats(hparams: HParams, file_pattern,
+                             max_batches: Optional[int] = None
+                             ) -> Optional[F.TimestampStats]:
+    """What :func:`build_model` needs as ``timestamp_stats``: None unless the model's
+    user tower reads timestamps; otherwise the statistics of the *training* files'
+    timestamps, with each user's first one (for ``"user_relative"``)."""
+    if not hparams.use_timestamps or hparams.model == SEQUENTIAL:
+        return None
+    spec = F.select(F.rating_feature_spec(), [F.USER_ID, F.TIMESTAMP])
+    dataset = F.make_dataset(file_pattern, spec, hparams.eval_batch_size, shuffle=False)
+    return F.timestamp_stats(dataset, hparams.timestamp_buckets, max_batches)
 
 
 def compile_model(model: tfrs.Model, hparams: HParams) -> tfrs.Model:

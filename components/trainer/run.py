@@ -11,6 +11,7 @@ What lands where:
                                       vocabulary order (retrieval, multitask, sequential)
       movies.tsv, users.tsv           the vocabulary the rows refer to
       rated.npz                       each user's movies in the examples (both splits)
+                                      and latest timestamp (what serving leaves out)
       metrics.json                    the eval-split metrics below, and the hyperparameters
   <model_run>/                        TensorBoard logs and the same metrics.json
 

@@ -1,0 +1,1 @@
+"""The Evaluators' configuration (stock TFX Evaluator + TFMA) and their baseline resolver."""

@@ -1,0 +1,91 @@
+"""The TFMA EvalConfig of each Trainer's Evaluator, built from ``EvaluationConfig``.
+
+Retrieval-like models (retrieval, multitask, sequential): the Trainer's ``eval_scores``
+signature scores every movie of the vocabulary ``[B, M]``; ``transform_features``
+(TFMA's preprocessing function) gives the label's vocabulary row ``label_index`` and the
+slice features; ``SparseTopKCategoricalAccuracy(k=top_k)`` is top-K accuracy over the
+whole catalogue, the same figure as the Trainer's ``top_{k}`` on the same split.
+
+Ranking: ``serve_tf_examples`` predicts the rating; RMSE against ``user_rating``.
+
+``model_type="tf_generic"``: TFMA loads the SavedModel with ``tf.saved_model.load`` and
+calls the signature, without treating it as Keras (no compiled metrics are added).
+Without a baseline (the first run) TFX drops the change thresholds.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import tensorflow_model_analysis as tfma
+
+from components.trainer import export
+from components.trainer import features as F
+from pipeline.configs import EvaluationConfig
+
+RANKING_KINDS = ("ranking",)
+RMSE_CLASS = "RootMeanSquaredError"
+TOP_K_CLASS = "SparseTopKCategoricalAccuracy"
+EVAL_SPLIT = "eval"
+
+
+def top_k_metric_name(k: int) -> str:
+    """The metric's name in the evaluation artifact (``top_100_accuracy``)."""
+    return f"top_{k}_accuracy"
+
+
+def gated_metric(model_kind: str, evaluation: EvaluationConfig) -> str:
+    """The name of the metric whose thresholds decide the blessing."""
+    return "rmse" if model_kind in RANKING_KINDS else top_k_metric_name(evaluation.top_k)
+
+
+def slicing_specs() -> List[tfma.SlicingSpec]:
+    """Overall, by user activity and by movie popularity (features from the Trainer's
+    ``transform_features`` signature)."""
+    return [tfma.SlicingSpec(),
+            tfma.SlicingSpec(feature_keys=[export.USER_ACTIVITY]),
+            tfma.SlicingSpec(feature_keys=[export.MOVIE_POPULARITY])]
+
+
+def _overall(threshold: tfma.MetricThreshold) -> List[tfma.PerSliceMetricThreshold]:
+    """The gate applies to the whole eval split only (``MetricConfig.threshold`` would
+    apply it to every slice: a weak tail slice would then block every model)."""
+    return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
+                                         threshold=threshold)]
+
+
+def eval_config(model_kind: str, evaluation: EvaluationConfig) -> tfma.EvalConfig:
+    """The EvalConfig of the Evaluator of a ``model_kind`` ("retrieval", "multitask",
+    "sequential", "ranking") Trainer."""
+    if model_kind in RANKING_KINDS:
+        model_spec = tfma.ModelSpec(
+            signature_name=export.TF_EXAMPLES_SIGNATURE, prediction_key="rating",
+            label_key=F.USER_RATING, model_type=tfma.TF_GENERIC,
+            preprocessing_function_names=[export.TRANSFORM_SIGNATURE])
+        metric = tfma.MetricConfig(
+            class_name=RMSE_CLASS, config='{"name": "rmse"}',
+            per_slice_thresholds=_overall(tfma.MetricThreshold(
+                value_threshold=tfma.GenericValueThreshold(
+                    upper_bound={"value": evaluation.max_rmse}),
+                change_threshold=tfma.GenericChangeThreshold(
+                    direction=tfma.MetricDirection.LOWER_IS_BETTER,
+                    absolute={"value": evaluation.rmse_tolerance}))))
+    else:
+        model_spec = tfma.ModelSpec(
+            signature_name=export.EVAL_SIGNATURE, prediction_key=export.SCORES,
+            label_key=export.LABEL_INDEX, model_type=tfma.TF_GENERIC,
+            preprocessing_function_names=[export.TRANSFORM_SIGNATURE])
+        name = top_k_metric_name(evaluation.top_k)
+        metric = tfma.MetricConfig(
+            class_name=TOP_K_CLASS, config=f'{{"k": {evaluation.top_k}, "name": "{name}"}}',
+            per_slice_thresholds=_overall(tfma.MetricThreshold(
+                value_threshold=tfma.GenericValueThreshold(
+                    lower_bound={"value": evaluation.min_top_k_accuracy}),
+                change_threshold=tfma.GenericChangeThreshold(
+                    direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                    absolute={"value": -evaluation.top_k_tolerance}))))
+    return tfma.EvalConfig(
+        model_specs=[model_spec],
+        slicing_specs=slicing_specs(),
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(class_name="ExampleCount"), metric])])

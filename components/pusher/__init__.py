@@ -1,0 +1,1 @@
+"""RecommenderPusher: publishes blessed models for TF Serving, with a ScaNN index."""

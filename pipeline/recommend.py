@@ -1,0 +1,211 @@
+"""``pipeline_runner.py recommend``: top-k movies from the latest pushed model.
+
+  python pipeline_runner.py recommend --user 42 -k 10              # retrieval model
+  python pipeline_runner.py recommend --history 1,50,172 -k 10     # sequential model
+
+Loads ``<serving_root>/<model>[_scann]/<latest version>/`` (see
+components/pusher/serving.py), leaves out the movies the user rated (``rated.npz``) or
+the history's movies unless ``--include-rated``, and prints rank, score, title and id.
+A user or movie the model does not know is a clear error, or with ``--fallback popular``
+gets the most-rated movies (the user's rated movies still left out).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Dict, List, Optional, Sequence, TextIO
+
+import numpy as np
+
+SCANN = "scann"
+BRUTE_FORCE = "brute_force"
+FALLBACKS = ("error", "popular")
+
+
+class RecommendError(Exception):
+    """A request that cannot be served (no model, unknown user or movie)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Recommendation:
+    movie_id: int
+    title: str
+    score: float
+
+
+@dataclasses.dataclass
+class Catalogue:
+    """A pushed model's assets.extra: the movies (most rated first), the users and their
+    rated movies."""
+
+    movie_ids: np.ndarray
+    counts: np.ndarray
+    titles: Dict[int, str]
+    users: Optional[set]
+    rated: object  # components.pusher.serving.RatedMovies, or None
+
+    @classmethod
+    def load(cls, model_dir: str) -> "Catalogue":
+        extra = os.path.join(model_dir, "assets.extra")
+        ids, counts, titles = [], [], {}
+        with open(os.path.join(extra, "movies.tsv"), encoding="utf-8") as handle:
+            for line in handle:
+                fields = line.rstrip("\r\n").split("\t")
+                if len(fields) >= 3:
+                    ids.append(int(fields[0]))
+                    counts.append(int(fields[1]))
+                    titles[int(fields[0])] = fields[2]
+        users = None
+        if os.path.exists(os.path.join(extra, "users.tsv")):
+            with open(os.path.join(extra, "users.tsv")) as handle:
+                users = {int(line.split("\t")[0]) for line in handle if line.strip()}
+        from components.pusher import serving  # pylint: disable=import-outside-toplevel
+
+        return cls(np.asarray(ids, np.int64), np.asarray(counts, np.int64), titles, users,
+                   serving.RatedMovies.of_model(model_dir))
+
+    def rated_by(self, user: int) -> List[int]:
+        return [] if self.rated is None else self.rated.movies(user).tolist()
+
+    def popular(self, k: int, exclude: Sequence[int] = ()) -> List[Recommendation]:
+        """The k most-rated movies not in ``exclude``; the score is the rating count."""
+        excluded = set(int(m) for m in exclude)
+        order = np.argsort(-self.counts, kind="stable")
+        chosen = [row for row in order if int(self.movie_ids[row]) not in excluded][:k]
+        return [Recommendation(int(self.movie_ids[r]), self.titles[int(self.movie_ids[r])],
+                               float(self.counts[r])) for r in chosen]
+
+
+def model_dir(serving_root: str, model_name: str, variant: str = SCANN) -> str:
+    """The latest pushed version of ``model_name``'s variant; RecommendError if none."""
+    base = os.path.join(serving_root, model_name + ("_scann" if variant == SCANN else ""))
+    found = sorted(int(name) for name in os.listdir(base) if name.isdigit()) \
+        if os.path.isdir(base) else []
+    if not found:
+        raise RecommendError(
+            f"no pushed {model_name!r} model under {base} (run the pipeline first; only "
+            f"models the Evaluator blessed are pushed)")
+    return os.path.join(base, str(found[-1]))
+
+
+def load_model(path: str, variant: str):
+    if variant == SCANN:
+        import scann  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    return tf.saved_model.load(path)
+
+
+def query(model, inputs: Dict[str, np.ndarray], k: int,
+          exclude: Sequence[int] = ()) -> List[Recommendation]:
+    """Calls the served model for one query; drops -inf (padding) results."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    feeds = {name: tf.constant(value) for name, value in inputs.items()}
+    feeds["k"] = tf.constant(k, tf.int32)
+    if len(exclude):
+        feeds["exclude_movie_ids"] = tf.constant([list(exclude)], tf.int64)
+        output = model.signatures["recommend_excluding"](**feeds)
+    else:
+        output = model.signatures["serving_default"](**feeds)
+    scores = output["scores"].numpy()[0]
+    ids = output["movie_ids"].numpy()[0]
+    titles = output["titles"].numpy()[0]
+    return [Recommendation(int(m), t.decode("utf-8"), float(s))
+            for m, t, s in zip(ids, titles, scores) if np.isfinite(s)]
+
+
+def recommend(serving_root: str, k: int = 10, user: Optional[int] = None,
+              history: Optional[Sequence[int]] = None, model_name: Optional[str] = None,
+              variant: str = SCANN, include_rated: bool = False, fallback: str = "error",
+              timestamp: Optional[int] = None):
+    """(model directory, recommendations, notes) for a user or a watch history.
+
+    ``timestamp``: the query time, for models that read one (default: the user's latest
+    rating in the data, so a historical data set is queried within its own time span)."""
+    from components.pusher import serving  # pylint: disable=import-outside-toplevel
+
+    if (user is None) == (history is None):
+        raise RecommendError("give either --user or --history")
+    if fallback not in FALLBACKS:
+        raise RecommendError(f"--fallback must be one of {FALLBACKS}")
+    model_name = model_name or ("retrieval" if user is not None else "sequential")
+    path = model_dir(serving_root, model_name, variant)
+    catalogue = Catalogue.load(path)
+    notes: List[str] = []
+    if user is not None:
+        seen = [] if include_rated else catalogue.rated_by(user)
+        if catalogue.users is not None and int(user) not in catalogue.users:
+            if fallback != "popular":
+                raise RecommendError(
+                    f"user {user} is unknown to the {model_name} model "
+                    f"({len(catalogue.users)} known users); --fallback popular gives the "
+                    f"most-rated movies instead")
+            notes.append(f"user {user} is unknown: the most-rated movies instead")
+            return path, catalogue.popular(k, seen), notes
+        inputs = serving.query_inputs(
+            serving.read_serving_info(path)["inputs"], users=[int(user)],
+            rated=catalogue.rated, timestamps=None if timestamp is None else [timestamp])
+        if seen:
+            notes.append(f"leaving out the {len(seen)} movies user {user} rated")
+    else:
+        history = [int(m) for m in history]
+        unknown = [m for m in history if m not in catalogue.titles]
+        known = [m for m in history if m in catalogue.titles]
+        seen = [] if include_rated else known
+        if unknown:
+            if fallback != "popular":
+                raise RecommendError(
+                    f"movie ids {unknown} are not in the {model_name} model's catalogue "
+                    f"({len(catalogue.titles)} movies); --fallback popular ignores them")
+            notes.append(f"ignoring unknown movie ids {unknown}")
+        if not known:
+            notes.append("no known movie in the history: the most-rated movies instead")
+            return path, catalogue.popular(k, seen), notes
+        inputs = serving.query_inputs(
+            serving.read_serving_info(path)["inputs"], histories=[known[-10:]],
+            timestamps=None if timestamp is None else [timestamp])
+        if seen:
+            notes.append(f"leaving out the {len(seen)} movies of the history")
+    model = load_model(path, variant)
+    return path, query(model, inputs, k, seen), notes
+
+
+def print_recommendations(path: str, recommendations: List[Recommendation],
+                          notes: Sequence[str], stream: Optional[TextIO] = None) -> None:
+    stream = stream or sys.stdout
+    version, base = os.path.basename(path), os.path.basename(os.path.dirname(path))
+    print(f"{base} version {version} ({path})", file=stream)
+    for note in notes:
+        print(f"  ({note})", file=stream)
+    width = max([len(r.title) for r in recommendations] + [5])
+    print(f"  {'#':>3}  {'score':>8}  {'title':<{width}}  movie id", file=stream)
+    for rank, item in enumerate(recommendations, start=1):
+        print(f"  {rank:>3}  {item.score:>8.4f}  {item.title:<{width}}  {item.movie_id}",
+              file=stream)
+
+
+def parse_history(text: str) -> List[int]:
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise RecommendError(f"--history must be comma-separated movie ids, not {text!r}") \
+            from None
+
+
+def main(args) -> int:
+    """The subcommand (args from pipeline_runner's ``recommend`` parser)."""
+    serving_root = args.serving_root or os.path.join(args.output_root, "serving")
+    try:
+        history = parse_history(args.history) if args.history is not None else None
+        path, items, notes = recommend(
+            serving_root, args.k, user=args.user, history=history, model_name=args.model,
+            variant=args.variant, include_rated=args.include_rated, fallback=args.fallback,
+            timestamp=args.timestamp)
+    except RecommendError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print_recommendations(path, items, notes)
+    return 0

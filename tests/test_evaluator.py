@@ -1,0 +1,178 @@
+"""The Evaluators: TFMA's top-100 accuracy equals the Trainer's, slices, gates, baselines."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from components.evaluator import baseline
+from components.trainer import export
+from pipeline.configs import EvaluationConfig
+
+TOP_100 = "top_100_accuracy"
+
+
+def _overall_metrics(evaluation_uri):
+    """{slice key (tuple of (feature, value)): {metric name: value}} of the candidate."""
+    import tensorflow_model_analysis as tfma
+
+    result = tfma.load_eval_result(evaluation_uri)
+    metrics = {}
+    for slice_key, values in result.slicing_metrics:
+        by_name = values[""][""]
+        metrics[tuple(slice_key)] = {
+            name: value["doubleValue"] for name, value in by_name.items()
+            if isinstance(value, dict) and "doubleValue" in value}
+    return metrics
+
+
+def _trainer_metrics(runs, trainer):
+    with open(os.path.join(runs.output(trainer, "model_run"), "metrics.json")) as handle:
+        return json.load(handle)
+
+
+@pytest.mark.parametrize("name", ["Retrieval", "Sequential"])
+def test_evaluator_top_100_equals_the_trainers_over_the_whole_vocabulary(served_pipeline, name):
+    runs = served_pipeline
+    metrics = _overall_metrics(runs.output(f"{name}Evaluator", "evaluation"))
+    trainer = _trainer_metrics(runs, f"{name}Trainer")
+    assert metrics[()][TOP_100] == pytest.approx(trainer["top_100"], abs=0.002)
+    assert metrics[()]["example_count"] == trainer["queries"]
+    # Not a vacuous agreement: the catalogue (400 movies) is larger than k.
+    assert 0.3 < trainer["top_100"] < 0.99
+
+
+def test_ranking_evaluator_rmse_equals_the_trainers(served_pipeline):
+    metrics = _overall_metrics(served_pipeline.output("RankingEvaluator", "evaluation"))
+    trainer = _trainer_metrics(served_pipeline, "RankingTrainer")
+    assert metrics[()]["rmse"] == pytest.approx(trainer["rmse"], abs=0.002)
+
+
+@pytest.mark.parametrize("name,metric", [("Retrieval", TOP_100), ("Sequential", TOP_100),
+                                         ("Ranking", "rmse")])
+def test_evaluation_is_sliced_by_user_activity_and_movie_popularity(served_pipeline, name,
+                                                                     metric):
+    metrics = _overall_metrics(served_pipeline.output(f"{name}Evaluator", "evaluation"))
+    activity = {dict(key)[export.USER_ACTIVITY] for key in metrics
+                if key and key[0][0] == export.USER_ACTIVITY}
+    popularity = {dict(key)[export.MOVIE_POPULARITY] for key in metrics
+                  if key and key[0][0] == export.MOVIE_POPULARITY}
+    # Synthetic users rate at least 20 movies; 12,000 ratings / 200 users puts most in
+    # the middle bucket and some above 100.
+    assert {"21-100", ">100"} <= activity <= {"<=20", "21-100", ">100"}
+    assert popularity == {"head", "torso", "tail"}
+    total = metrics[()]["example_count"]
+    for feature in (export.USER_ACTIVITY, export.MOVIE_POPULARITY):
+        counts = [m["example_count"] for key, m in metrics.items()
+                  if key and key[0][0] == feature]
+        assert sum(counts) == total
+    assert all(metric in m for m in metrics.values())
+
+
+def test_first_run_blesses_and_pushes_every_model_that_clears_the_gates(served_pipeline):
+    for name in ("Retrieval", "Ranking", "Sequential"):
+        blessing = served_pipeline.output(f"{name}Evaluator", "blessing")
+        assert os.path.exists(os.path.join(blessing, "BLESSED")), name
+        with open(os.path.join(served_pipeline.output(f"{name}Pusher", "pushed_model"),
+                               "push.json")) as handle:
+            assert json.load(handle)["pushed"], name
+
+
+def test_degraded_model_fails_both_gates_against_its_own_trainers_baseline(degraded_run):
+    import tensorflow_model_analysis as tfma
+
+    runs = degraded_run
+    evaluation = runs.output("RetrievalEvaluator", "evaluation", degraded=True)
+    blessing = runs.output("RetrievalEvaluator", "blessing", degraded=True)
+    assert os.path.exists(os.path.join(blessing, "NOT_BLESSED"))
+    result = tfma.load_validation_result(evaluation)
+    assert not result.validation_ok
+    failures = [f for per_slice in result.metric_validations_per_slice
+                for f in per_slice.failures]
+    # Gated on the whole eval split only, never on a slice.
+    assert all(not per_slice.slice_key.single_slice_keys
+               for per_slice in result.metric_validations_per_slice)
+    assert {(f.metric_key.name, f.metric_key.is_diff) for f in failures} == {
+        (TOP_100, False), (TOP_100, True)}
+    # The baseline is the first run's retrieval model (not the ranking or sequential one
+    # blessed at the same time).
+    from ml_metadata.metadata_store import metadata_store
+    from tfx.orchestration import metadata
+
+    store = metadata_store.MetadataStore(
+        metadata.sqlite_metadata_connection_config(runs.config.metadata_path))
+    [artifact] = [a for a in store.get_artifacts_by_uri(blessing)]
+    baseline_id = artifact.custom_properties["baseline_model_id"].int_value
+    [first_model] = store.get_artifacts_by_uri(runs.output("RetrievalTrainer", "model"))
+    assert baseline_id == first_model.id
+
+
+def test_second_run_of_an_unchanged_model_is_cached_not_compared_with_itself(served_pipeline):
+    """The baseline is the latest blessed model *before* the candidate: with the Trainer
+    cached, the Evaluator's inputs are unchanged, so it and the Pusher are cached too."""
+    import pipeline_runner
+
+    runs = served_pipeline
+    config = pipeline_runner.config_from_args(
+        pipeline_runner.build_parser().parse_args(runs.argv))
+    second = {e["node"]: e for e in pipeline_runner.run(config)}
+    for node, execution in second.items():
+        expected = "ran" if node.endswith("BaselineResolver") else "cached"
+        assert execution["state"] == expected, (node, execution["state"])
+
+
+# ---------------------------------------------------------------------------------------
+# Pure functions.
+
+
+class _FakeBlessing:
+    def __init__(self, model_id, blessed):
+        self.values = {"current_model_id": model_id, "blessed": int(blessed)}
+
+    def get_int_custom_property(self, name):
+        return self.values[name]
+
+
+def test_previous_blessed_is_the_latest_blessed_model_older_than_the_candidate():
+    blessings = [_FakeBlessing(3, True), _FakeBlessing(7, True), _FakeBlessing(9, False),
+                 _FakeBlessing(12, True)]
+    assert baseline.previous_blessed_id(10, blessings)[0] == 7
+    assert baseline.previous_blessed_id(12, blessings)[0] == 7   # a cached candidate
+    assert baseline.previous_blessed_id(13, blessings)[0] == 12
+    assert baseline.previous_blessed_id(3, blessings) == (None, None)
+    assert baseline.previous_blessed_id(None, blessings)[0] == 12
+    assert baseline.previous_blessed_id(5, []) == (None, None)
+
+
+def test_slice_buckets():
+    assert export.activity_bucket_names((20, 100)) == ("<=20", "21-100", ">100")
+    buckets = export.user_activity_buckets(np.array([1, 20, 21, 100, 101]), (20, 100))
+    assert list(buckets) == ["<=20", "<=20", "21-100", "21-100", ">100"]
+    assert list(export.movie_popularity_buckets(10, (0.1, 0.5))) == \
+        ["head"] + ["torso"] * 4 + ["tail"] * 5
+    with pytest.raises(ValueError):
+        export.SliceSpec.from_dict({"user_activity_boundaries": [100, 20]})
+
+
+def test_eval_config_gates_the_overall_slice_with_the_configured_thresholds():
+    from components.evaluator import config
+
+    evaluation = EvaluationConfig(min_top_k_accuracy=0.3, top_k_tolerance=0.02,
+                                  max_rmse=0.95, rmse_tolerance=0.01)
+    retrieval = config.eval_config("sequential", evaluation)
+    [spec] = retrieval.model_specs
+    assert (spec.signature_name, spec.label_key, spec.model_type) == \
+        (export.EVAL_SIGNATURE, export.LABEL_INDEX, "tf_generic")
+    [metric] = [m for m in retrieval.metrics_specs[0].metrics if m.threshold.ByteSize()
+                or m.per_slice_thresholds]
+    assert json.loads(metric.config) == {"k": 100, "name": TOP_100}
+    [per_slice] = metric.per_slice_thresholds
+    assert [s.ByteSize() for s in per_slice.slicing_specs] == [0]   # overall only
+    assert per_slice.threshold.value_threshold.lower_bound.value == 0.3
+    assert per_slice.threshold.change_threshold.absolute.value == -0.02
+    ranking = config.eval_config("ranking", evaluation)
+    [metric] = [m for m in ranking.metrics_specs[0].metrics if m.per_slice_thresholds]
+    threshold = metric.per_slice_thresholds[0].threshold
+    assert threshold.value_threshold.upper_bound.value == 0.95
+    assert threshold.change_threshold.absolute.value == 0.01

@@ -1,0 +1,222 @@
+"""The Pusher: blessed models only, TF Serving's layout, atomic and never overwriting;
+pushed models reload in a fresh process (the brute-force one without ScaNN)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from components.pusher import ann, serving
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Runs in a fresh interpreter: loads one pushed variant and prints its top-k as JSON.
+_LOAD_SCRIPT = r"""
+import json, sys
+import components  # Keras 2 first, as every entry point
+variant, path, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if variant == "scann":
+    import scann  # noqa: F401  (registers the Scann ops the SavedModel holds)
+import tensorflow as tf
+model = tf.saved_model.load(path)
+inputs = {name: tf.constant(value, tf.int64) for name, value in json.loads(sys.argv[4]).items()}
+plain = model.signatures["serving_default"](k=tf.constant(k), **inputs)
+excluding = model.signatures["recommend_excluding"](
+    k=tf.constant(k), exclude_movie_ids=plain["movie_ids"][:, :3], **inputs)
+print(json.dumps({
+    "scann_imported": "scann" in sys.modules,
+    "movie_ids": plain["movie_ids"].numpy().tolist(),
+    "scores": plain["scores"].numpy().tolist(),
+    "titles": [[t.decode() for t in row] for row in plain["titles"].numpy()],
+    "excluding": excluding["movie_ids"].numpy().tolist()}))
+"""
+
+
+def _load_in_fresh_process(variant, path, k, inputs):
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_SCRIPT, variant, path, str(k),
+         json.dumps({name: value.tolist() for name, value in inputs.items()})],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _push_result(runs, name, degraded=False):
+    with open(os.path.join(runs.output(f"{name}Pusher", "pushed_model", degraded),
+                           "push.json")) as handle:
+        return json.load(handle)
+
+
+def _trainer_export(runs, name):
+    return os.path.join(runs.output(f"{name}Trainer", "model"), "Format-Serving")
+
+
+def test_pushed_layout_is_tf_servings_with_both_variants(served_pipeline):
+    root = served_pipeline.config.serving_root
+    for name, bases in (("retrieval", ["retrieval", "retrieval_scann"]),
+                        ("sequential", ["sequential", "sequential_scann"]),
+                        ("ranking", ["ranking"])):
+        push = _push_result(served_pipeline, name.capitalize())
+        for base in bases:
+            [version] = serving.versions(os.path.join(root, base))
+            assert version == push["version"]
+            directory = os.path.join(root, base, str(version))
+            assert os.path.exists(os.path.join(directory, "saved_model.pb"))
+            info = serving.read_serving_info(directory)
+            assert info["version"] == version and info["model_name"] == name
+        # Nothing but version directories (the staging directories were renamed).
+        for base in bases:
+            assert [n for n in os.listdir(os.path.join(root, base))] == [str(push["version"])]
+    info = serving.read_serving_info(os.path.join(
+        root, "retrieval_scann", str(_push_result(served_pipeline, "Retrieval")["version"])))
+    assert info["index"]["params"]["reorder"] > 0 and info["index"]["sample_recall"] >= 0.95
+
+
+def test_degraded_model_is_neither_blessed_nor_pushed_and_the_pushed_version_stays(
+        degraded_run):
+    runs = degraded_run
+    nodes = {e["node"]: e["state"] for e in runs.degraded}
+    assert nodes["RetrievalTrainer"] == "ran" and nodes["RetrievalPusher"] == "ran"
+    with open(os.path.join(runs.output("RetrievalTrainer", "model_run", True),
+                           "metrics.json")) as handle:
+        degraded = json.load(handle)
+    assert degraded["top_100"] < 0.4          # untrained: about 100 / 400
+    blessing = runs.output("RetrievalEvaluator", "blessing", degraded=True)
+    assert os.path.exists(os.path.join(blessing, "NOT_BLESSED"))
+    push = _push_result(runs, "Retrieval", degraded=True)
+    assert push["pushed"] is False and "not blessed" in push["reason"]
+    # Every pushed file is still there, unchanged; no new version, no staging left over.
+    from conftest import serving_tree
+
+    assert serving_tree(runs.config.serving_root) == runs.serving_before_degraded
+    first = _push_result(runs, "Retrieval")["version"]
+    assert serving.versions(os.path.join(runs.config.serving_root, "retrieval")) == [first]
+
+
+def _expected_top_k(export_dir, inputs, k):
+    """Exact top-k in this process: the Trainer export's query embeddings against
+    candidates.npz, and the ScaNN index built in memory with the pushed parameters."""
+    import tensorflow as tf
+
+    query_model = tf.saved_model.load(export_dir)
+    queries = query_model.signatures["serving_default"](
+        **{name: tf.constant(value) for name, value in inputs.items()}
+    )["query_embedding"].numpy()
+    candidates = np.load(os.path.join(export_dir, "assets.extra", "candidates.npz"))
+    exact = candidates["movie_ids"][ann.exact_top_k(candidates["embeddings"], queries, k)]
+    return queries, candidates, exact
+
+
+@pytest.mark.parametrize("name", ["Retrieval", "Sequential"])
+def test_pushed_model_reloads_in_a_fresh_process_with_the_in_memory_top_k(
+        served_pipeline, name):
+    runs = served_pipeline
+    push = _push_result(runs, name)
+    k = 20
+    export_dir = _trainer_export(runs, name)
+    names = serving.read_serving_info(push["destinations"]["brute_force"])["inputs"]
+    if name == "Retrieval":   # user ids (and their latest timestamps, if the model reads one)
+        inputs = serving.query_inputs(names, users=[1, 2, 3, 42, 150],
+                                      rated=serving.RatedMovies.of_model(export_dir))
+    else:                     # watch histories, 0-padded
+        inputs = serving.query_inputs(names, histories=[[5, 17, 230], [44, 8], [1, 2, 3, 4, 5]])
+    queries, candidates, exact = _expected_top_k(export_dir, inputs, k)
+
+    # The ScaNN index in memory, built as the Pusher built it.
+    info = serving.read_serving_info(push["destinations"]["scann"])
+    params = ann.ScannParams(**info["index"]["params"])
+    searcher = ann.build_searcher(candidates["embeddings"], params, info["max_k"])
+    rows, _ = ann.search(searcher, queries, k, params)
+    in_memory = candidates["movie_ids"][rows]
+
+    scann = _load_in_fresh_process("scann", push["destinations"]["scann"], k, inputs)
+    brute = _load_in_fresh_process("brute_force", push["destinations"]["brute_force"], k,
+                                   inputs)
+    assert scann["movie_ids"] == in_memory.tolist()
+    assert brute["movie_ids"] == exact.tolist()
+    assert not brute["scann_imported"]                   # stock TF ops only
+    assert np.all(np.diff(np.asarray(brute["scores"]), axis=1) <= 0)
+    titles = serving.load_titles(os.path.join(push["destinations"]["brute_force"],
+                                              "assets.extra", "movies.tsv"))
+    assert brute["titles"] == [[titles[m] for m in row] for row in brute["movie_ids"]]
+    for variant in (scann, brute):          # excluded movies are skipped, the rest shift
+        for row, excluding in zip(variant["movie_ids"], variant["excluding"]):
+            assert excluding[:len(row) - 3] == row[3:]
+            assert not set(row[:3]) & set(excluding)
+
+
+# ---------------------------------------------------------------------------------------
+# Publishing and tuning (no pipeline).
+
+
+def _writer(content):
+    def build(directory):
+        os.makedirs(directory)
+        with open(os.path.join(directory, "saved_model.pb"), "w") as handle:
+            handle.write(content)
+    return build
+
+
+def test_publish_renames_into_place_and_never_overwrites(tmp_path):
+    base = str(tmp_path / "retrieval")
+    published = serving.publish({base: _writer("one")}, 100)
+    assert published == {base: os.path.join(base, "100")}
+    with pytest.raises(FileExistsError):
+        serving.publish({base: _writer("two")}, 100)
+    with open(os.path.join(base, "100", "saved_model.pb")) as handle:
+        assert handle.read() == "one"
+    assert os.listdir(base) == ["100"]                      # no staging left behind
+    assert serving.next_version([base], now=50) == 101      # monotonic past the clock
+    assert serving.next_version([base], now=1_000) == 1_000
+
+
+def test_a_failed_build_publishes_nothing(tmp_path):
+    bases = [str(tmp_path / "retrieval"), str(tmp_path / "retrieval_scann")]
+
+    def broken(directory):
+        os.makedirs(directory)
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        serving.publish({bases[0]: _writer("ok"), bases[1]: broken}, 7)
+    assert all(os.listdir(base) == [] for base in bases)
+
+
+def test_push_refuses_a_model_that_is_not_blessed(tmp_path):
+    from components.pusher import executor
+
+    result = executor.push(str(tmp_path / "model"), str(tmp_path / "serving"), "retrieval",
+                           "retrieval", blessed=False)
+    assert result["pushed"] is False
+    assert not os.path.exists(tmp_path / "serving")
+
+
+def test_scann_parameters_follow_the_catalogue_size():
+    assert ann.tune(100).brute_force
+    small = ann.tune(3_706)                               # ML-1M: no tree, AH + reorder
+    assert small.num_leaves == 0 and small.reorder == 1000 and not small.brute_force
+    large = ann.tune(1_000_000)
+    assert large.num_leaves == 1000 and large.num_leaves_to_search == 100
+    assert ann.tune(62_423).num_leaves == 250
+    assert ann.tune(1_000_000, overrides={"num_leaves_to_search": 80}).num_leaves_to_search == 80
+    with pytest.raises(ValueError):
+        ann.tune(1_000, overrides={"leaves": 3})
+
+
+def test_calibrated_scann_reaches_the_recall_target_on_clustered_data():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(200, 32)).astype(np.float32)
+    embeddings = (centres[rng.integers(0, 200, 20_000)]
+                  + 0.5 * rng.normal(size=(20_000, 32))).astype(np.float32)
+    queries = (centres[rng.integers(0, 200, 100)]
+               + 0.5 * rng.normal(size=(100, 32))).astype(np.float32)
+    params = ann.tune(len(embeddings), 100)
+    searcher = ann.build_searcher(embeddings, params, 100)
+    params, reached = ann.calibrate(searcher, embeddings, queries, params, 100, target=0.95)
+    rows, _ = ann.search(searcher, queries, 100, params)
+    assert reached >= 0.95
+    assert ann.recall(rows, ann.exact_top_k(embeddings, queries, 100)) >= 0.95
