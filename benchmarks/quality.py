@@ -31,7 +31,7 @@ The context-features comparison trains the retrieval preset twice more: with ids
 
 Usage::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/quality.py                # ~10-20 min on 2 cores
+    PYTHONPATH=. .venv/bin/python benchmarks/quality.py    # 5-10 min on 2 cores (load-dependent)
     PYTHONPATH=. .venv/bin/python benchmarks/quality.py --only ranking,sequential
 
 Prints progress per model (and per epoch), a table, and, as the last line, one JSON

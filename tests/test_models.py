@@ -237,6 +237,18 @@ def test_relative_time_encoder():
     assert tower.relative_time is None and tower.timestamp is not None
 
 
+def test_learning_rate_schedule():
+    hparams = M.HParams.from_dict({"learning_rate": 0.01, "learning_rate_schedule": "cosine"})
+    callback = M.learning_rate_callback(hparams, 4)
+    rates = [callback.schedule(epoch, 0.0) for epoch in range(4)]
+    np.testing.assert_allclose(rates, [0.01, 0.01 * (1 + 0.5 ** 0.5) / 2, 0.005,
+                                       0.01 * (1 - 0.5 ** 0.5) / 2], rtol=1e-6)
+    constant = M.HParams.from_dict({"learning_rate_schedule": "constant"})
+    assert M.learning_rate_callback(constant, 4) is None
+    with pytest.raises(ValueError, match="learning_rate_schedule"):
+        M.HParams.from_dict({"learning_rate_schedule": "step"})
+
+
 def test_rating_biases():
     vocab = _small_vocab()
     biases = M.RatingBiases(vocab)
@@ -407,6 +419,9 @@ def test_ranking_learns_and_clips(data):
     probe = next(iter(train))
     before, after = _train(model, hparams, train, probe)
     assert after < before
+    # The preset's cosine schedule ran inside fit: the last epoch's rate is the smallest.
+    rates = [0.5 * hparams.learning_rate * (1 + np.cos(np.pi * e / 4)) for e in range(4)]
+    assert float(model.optimizer.learning_rate) == pytest.approx(rates[-1], rel=1e-5)
     result = M.evaluate_ranking(model, evaluation)
     print("ranking", result)
     assert result["rmse"] < result["mean_rating_rmse"]

@@ -3,7 +3,8 @@
 Shapes (``B`` examples in a batch, ``D`` = ``embedding_dim``, ``M`` movies in the
 vocabulary, ``L`` context length)::
 
-    UserTower            {user_id [B], timestamp [B]?}      -> [B, D]
+    UserTower            {user_id [B], timestamp [B]?}      -> [B, D]   (+ global and
+                                                                     user-relative time)
     MovieTower           movie ids [...] (any shape)        -> [..., D]
     SequenceQueryTower   {context_movie_id [B, L]}          -> [B, D]   (padding 0 masked)
     RetrievalModel       rating features -> query embedding [B, D]
@@ -19,13 +20,18 @@ Design:
   from the vocabulary directory, not read from the examples. So the candidate tower takes
   only ids: the same tower serves rating examples, sequence examples (which carry no
   label title/genres), the whole-catalogue embedding matrix and the GRU's context movies.
-* Retrieval trains with in-batch sampled softmax (optional log-Q correction and removal
-  of accidental hits, via ``tfrs.tasks.Retrieval``) or with a full softmax over the
-  catalogue (logits = query x all movie embeddings). Top-K metrics
+* Retrieval trains with a full softmax over the catalogue (logits = query x all movie
+  embeddings; the presets' choice: a few thousand movies make it cheap, and it is
+  unbiased) or, for large catalogues, with in-batch sampled softmax (log-Q correction
+  and removal of accidental hits, via ``tfrs.tasks.Retrieval``). Top-K metrics
   (``tfrs.metrics.FactorizedTopK``) always range over the whole catalogue, re-embedded
   at every evaluation step by :class:`CatalogueTopK`, so no index goes stale.
 * :class:`HParams` holds every knob; :meth:`HParams.from_dict` reads TFX
-  ``custom_config``; :func:`build_model` and :func:`compile_model` turn it into a model.
+  ``custom_config`` on top of the model's tuned preset (:data:`PRESETS`, measured by
+  ``benchmarks/quality.py``); :func:`build_model` and :func:`compile_model` turn it into
+  a model (with :func:`training_timestamp_stats` when it reads timestamps).
+* Ratings (ranking, multitask) = the rating head on the concatenated user and movie
+  embeddings, plus optional user and movie biases (:class:`RatingBiases`).
 * :func:`evaluate_retrieval` gives exact top-K accuracy over all movies, and excluding
   the movies each user rated in training; :func:`evaluate_ranking` gives RMSE in stars.
 * :func:`export_query_model` and :func:`catalogue_embeddings` are what serving needs.
@@ -88,13 +94,14 @@ class HParams:
         the tutorials' 8192, and (measured on synthetic ML-100K) no worse.
       learning_rate, optimizer: one of ``OPTIMIZERS`` (the tutorials use Adagrad 0.1).
       rating_weight, retrieval_weight: the multitask loss weights.
-      use_timestamps: the user tower adds the normalized and bucketized timestamp.
+      use_timestamps: the user tower adds the ``timestamp_features``.
       use_title, use_genres: the movie tower adds pooled title-token and genre embeddings.
-      full_softmax: retrieval loss over the whole catalogue instead of in-batch negatives.
+      full_softmax: retrieval loss over the whole catalogue instead of in-batch negatives
+        (the presets' choice; on MovieLens-100K it beat in-batch softmax with log-Q).
       logq_correction: subtract log(sampling probability) from in-batch logits. On by
         default: without it in-batch negatives over-penalize popular movies, and on
         synthetic ML-100K top-10 (excluding rated movies) fell from 0.18 to 0.04, below
-        the popularity baseline's 0.10.
+        the popularity baseline's 0.10. (No effect with ``full_softmax``.)
       remove_accidental_hits: ignore in-batch negatives that are the positive movie.
       temperature: divides the retrieval logits.
       tower_layers: hidden ReLU layers between a tower's concatenated features and its
@@ -241,30 +248,34 @@ class HParams:
 #   (top-K over *all* movies falls as the model memorizes each user's training movies),
 #   and context: title and genres on the movie side, the global and user-relative time
 #   on the user side (users rate the popular movies first).
-# * ranking: user and movie biases under the 256-64 head, Adam for 10 epochs instead of
-#   3 of Adagrad (the tutorial's RMSE is mostly under-training), light L2.
+# * ranking: user and movie biases beside the 256-64 head, Adam for 10 epochs instead
+#   of 3 of Adagrad (the tutorial's RMSE is mostly under-training), light L2.
 # * multitask: the retrieval preset's towers, Adam, and the ranking preset's rating
-#   biases; the loss weights (1, 1) over a summed retrieval and a mean rating loss.
+#   biases; the loss weights (1, 1) over the tutorial's losses: the retrieval loss is
+#   summed over the batch and the rating loss averaged, so the shared towers follow
+#   retrieval and the rating head and biases fit the ratings on top of them.
 # * sequential: full softmax, padding masked, context movies embedded by the candidate
 #   tower (shared), Adagrad 0.1 for 6 epochs.
+# All decay the learning rate per epoch along a cosine: with a constant Adam rate the
+# figures swing by about 1% from one epoch to the next.
 PRESETS: Dict[str, Dict[str, Any]] = {
     RETRIEVAL: dict(
         model=RETRIEVAL, embedding_dim=128, epochs=6, batch_size=1024, optimizer="adam",
-        learning_rate=0.003, full_softmax=True, l2_regularization=0.05,
-        use_timestamps=True, use_title=True, use_genres=True),
+        learning_rate=0.003, learning_rate_schedule="cosine", full_softmax=True,
+        l2_regularization=0.05, use_timestamps=True, use_title=True, use_genres=True),
     RANKING: dict(
         model=RANKING, embedding_dim=64, epochs=10, batch_size=1024, optimizer="adam",
-        learning_rate=0.001, l2_regularization=0.003, rating_biases=True,
-        use_title=True, use_genres=True),
+        learning_rate=0.001, learning_rate_schedule="cosine", l2_regularization=0.003,
+        rating_biases=True, use_title=True, use_genres=True),
     MULTITASK: dict(
         model=MULTITASK, embedding_dim=128, epochs=6, batch_size=1024, optimizer="adam",
-        learning_rate=0.003, full_softmax=True, l2_regularization=0.05,
-        use_timestamps=True, use_title=True, use_genres=True, rating_biases=True,
-        rating_bias_l2=1e-4, rating_weight=1.0, retrieval_weight=1.0),
+        learning_rate=0.003, learning_rate_schedule="cosine", full_softmax=True,
+        l2_regularization=0.05, use_timestamps=True, use_title=True, use_genres=True,
+        rating_biases=True, rating_bias_l2=1e-4, rating_weight=1.0, retrieval_weight=1.0),
     SEQUENTIAL: dict(
         model=SEQUENTIAL, embedding_dim=64, epochs=6, batch_size=1024,
-        optimizer="adagrad", learning_rate=0.1, full_softmax=True, share_embeddings=True,
-        mask_padding=True),
+        optimizer="adagrad", learning_rate=0.1, learning_rate_schedule="cosine",
+        full_softmax=True, share_embeddings=True, mask_padding=True),
 }
 
 
