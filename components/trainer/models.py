@@ -791,7 +791,25 @@ def learning_rate_callback(hparams: HParams, epochs: int
     return keras.callbacks.LearningRateScheduler(rate)
 
 
-class RetrievalModel(_Model):
+class _TwoTowerModel(_Model):
+    """Retrieval by two towers: ``call(features)`` -> query embeddings ``[B, D]``;
+    ``compute_loss`` embeds ``features[label_key]`` with the candidate tower and applies
+    ``task``. Subclasses build ``query_tower``, ``candidate_tower`` and ``task``."""
+
+    label_key: str
+
+    @_graph_safe
+    def call(self, features, training=None, mask=None):
+        return self.query_tower(features)
+
+    def compute_loss(self, features, training=False):
+        ids = features[self.label_key]
+        return self.task(
+            self.query_tower(features), self.candidate_tower(ids), ids,
+            compute_metrics=not training or self.hparams.train_top_k_metrics)
+
+
+class RetrievalModel(_TwoTowerModel):
     """Two-tower retrieval on rating examples (the retrieval/featurization tutorials).
 
     ``call(features)`` -> query embeddings ``[B, D]``. ``compute_loss`` embeds
@@ -810,15 +828,6 @@ class RetrievalModel(_Model):
         self.candidate_tower = _movie_tower(vocabulary, hparams)
         self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams)
 
-    @_graph_safe
-    def call(self, features, training=None, mask=None):
-        return self.query_tower(features)
-
-    def compute_loss(self, features, training=False):
-        ids = features[self.label_key]
-        return self.task(
-            self.query_tower(features), self.candidate_tower(ids), ids,
-            compute_metrics=not training or self.hparams.train_top_k_metrics)
 
 
 class RankingModel(_Model):
@@ -905,7 +914,7 @@ class MultitaskModel(_Model):
                 + self.hparams.retrieval_weight * retrieval_loss)
 
 
-class SequentialModel(_Model):
+class SequentialModel(_TwoTowerModel):
     """The sequential tutorial: a GRU over the user's last movies retrieves the next one.
 
     ``call(features)`` -> query embeddings ``[B, D]`` from ``context_movie_id``
@@ -926,15 +935,6 @@ class SequentialModel(_Model):
             mask_padding=hparams.mask_padding, l2=hparams.l2_regularization)
         self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams)
 
-    @_graph_safe
-    def call(self, features, training=None, mask=None):
-        return self.query_tower(features)
-
-    def compute_loss(self, features, training=False):
-        ids = features[self.label_key]
-        return self.task(
-            self.query_tower(features), self.candidate_tower(ids), ids,
-            compute_metrics=not training or self.hparams.train_top_k_metrics)
 
 
 def _user_tower(vocabulary, hparams, timestamp_stats):
