@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the pipeline spec JSON (KubeflowV2DagRunner). --data-dir and "
                     "--output-root may be gs:// paths; --beam-arg passes Beam options "
                     "(e.g. --beam-arg=--runner=DataflowRunner --beam-arg=--project=P ...).")
-    compile_.add_argument("--target", choices=kubeflow_targets(), required=True,
+    compile_.add_argument("--target", choices=configs.KUBEFLOW_TARGETS, required=True,
                           help="where the spec will run (both read the same KFP v2 JSON)")
     compile_.add_argument("--image", required=True,
                           help="container image holding this repository and its locked "
@@ -192,11 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the pushed models (default: <output-root>/serving)")
     return parser
 
-
-def kubeflow_targets():
-    from pipeline import kubeflow  # pylint: disable=import-outside-toplevel
-
-    return kubeflow.TARGETS
 
 
 def _is_remote(path: Optional[str]) -> bool:

@@ -12,6 +12,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 DEFAULT_PIPELINE_NAME = "movielens-recommender"  # Kubeflow needs [a-z0-9-]
 DEFAULT_OUTPUT_ROOT = "outputs"
+# Where a compiled pipeline spec runs (both read the same KFP v2 JSON).
+KUBEFLOW_TARGETS = ("kubeflow", "vertex")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,8 +18,6 @@ from typing import Any, Dict, Optional
 from pipeline import pipeline as pipeline_module
 from pipeline.configs import PipelineConfig
 
-TARGETS = ("kubeflow", "vertex")
-
 
 def compile_pipeline(config: PipelineConfig, image: str, output_path: str) -> str:
     """Writes the KFP v2 pipeline spec of ``config``'s DAG to ``output_path``."""

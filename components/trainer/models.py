@@ -844,10 +844,7 @@ class RankingModel(_Model):
         self.hparams = hparams
         self.user_tower = _user_tower(vocabulary, hparams, timestamp_stats)
         self.movie_tower = _movie_tower(vocabulary, hparams)
-        self.rating_head = _rating_head(hparams.rating_layers, hparams.rating_min,
-                                        hparams.rating_max)
-        self.rating_biases = (RatingBiases(vocabulary, hparams.rating_bias_l2)
-                              if hparams.rating_biases else None)
+        self.rating_head, self.rating_biases = _rating_parts(vocabulary, hparams)
         self.task = _ranking_task()
 
     @_graph_safe
@@ -884,10 +881,7 @@ class MultitaskModel(_Model):
         self.hparams = hparams
         self.query_tower = _user_tower(vocabulary, hparams, timestamp_stats)
         self.candidate_tower = _movie_tower(vocabulary, hparams)
-        self.rating_head = _rating_head(hparams.rating_layers, hparams.rating_min,
-                                        hparams.rating_max)
-        self.rating_biases = (RatingBiases(vocabulary, hparams.rating_bias_l2)
-                              if hparams.rating_biases else None)
+        self.rating_head, self.rating_biases = _rating_parts(vocabulary, hparams)
         self.rating_task = _ranking_task()
         self.retrieval_task = _retrieval_task(self.candidate_tower, vocabulary, hparams)
 
@@ -935,6 +929,14 @@ class SequentialModel(_TwoTowerModel):
             mask_padding=hparams.mask_padding, l2=hparams.l2_regularization)
         self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams)
 
+
+
+def _rating_parts(vocabulary, hparams):
+    """The rating head and, if ``hparams.rating_biases``, the user/movie bias terms."""
+    head = _rating_head(hparams.rating_layers, hparams.rating_min, hparams.rating_max)
+    biases = (RatingBiases(vocabulary, hparams.rating_bias_l2)
+              if hparams.rating_biases else None)
+    return head, biases
 
 
 def _user_tower(vocabulary, hparams, timestamp_stats):
