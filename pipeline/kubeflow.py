@@ -5,6 +5,12 @@ Kubeflow Pipelines v2 and Vertex AI Pipelines run. Every component runs in ``ima
 which must hold this repository and its locked dependencies (see ``Dockerfile``).
 Beam-based components take ``config.beam_pipeline_args``, e.g. DataflowRunner options.
 
+Each Evaluator's baseline: TFX compiles its latest-blessed-model resolver into a Vertex
+ML Metadata query for the latest blessed ``tfx.ModelBlessing`` of the pipeline, of any
+Evaluator. ``compile_pipeline`` narrows each query to the blessings of the same model,
+``metadata.model_name.string_value = "<name>"``, the custom property the
+RecommenderEvaluator writes (components/evaluator/component.py).
+
 ``schedule`` creates a Vertex AI pipeline schedule for a compiled spec when Google Cloud
 credentials are available; otherwise it writes the request it would have sent and says so.
 """
@@ -13,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, Optional
 
 from pipeline import pipeline as pipeline_module
 from pipeline.configs import PipelineConfig
@@ -30,7 +36,38 @@ def compile_pipeline(config: PipelineConfig, image: str, output_path: str) -> st
         config=KubeflowV2DagRunnerConfig(default_image=image),
         output_dir=output_dir, output_filename=output_filename)
     runner.run(pipeline_module.create_pipeline(config, local=False))
-    return os.path.join(output_dir, output_filename)
+    path = os.path.join(output_dir, output_filename)
+    with open(path) as handle:
+        job = json.load(handle)
+    restrict_baselines_to_their_model(job["pipelineSpec"], config.training.models)
+    with open(path, "w") as handle:
+        json.dump(job, handle, indent=2, sort_keys=True)
+    return path
+
+
+def restrict_baselines_to_their_model(pipeline_spec: Dict[str, Any],
+                                      model_names: Iterable[str]) -> None:
+    """Adds ``AND metadata.model_name.string_value="<name>"`` to the blessing query of
+    each model's baseline resolver in the compiled ``pipeline_spec`` (in place)."""
+    from tfx.orchestration.kubeflow.v2 import (  # pylint: disable=import-outside-toplevel
+        step_builder)
+
+    from components.evaluator import component as evaluator_component  # pylint: disable=import-outside-toplevel
+
+    executors = pipeline_spec["deploymentSpec"]["executors"]
+    for name in model_names:
+        task = (pipeline_module.baseline_resolver_id(name)
+                + step_builder._MODEL_BLESSING_RESOLVER_SUFFIX)  # pylint: disable=protected-access
+        label = step_builder._EXECUTOR_LABEL_PATTERN.format(task)  # pylint: disable=protected-access
+        try:
+            (query,) = executors[label]["resolver"]["outputArtifactQueries"].values()
+        except (KeyError, ValueError) as error:
+            raise RuntimeError(
+                f"the compiled pipeline has no single blessing query {label!r}: TFX's "
+                "Kubeflow v2 compiler changed; the baselines cannot be restricted to "
+                "their model") from error
+        query["filter"] += (f' AND metadata.{evaluator_component.MODEL_NAME_PROPERTY}'
+                            f'.string_value="{name}"')
 
 
 def schedule_request(

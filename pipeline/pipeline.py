@@ -18,6 +18,9 @@ After each Trainer ``<Name>Trainer`` (names from TrainingConfig.models):
   <Name>BaselineResolver (the latest model of this Trainer blessed before this one)
       └─ <Name>Evaluator (TFMA on the eval split: top-100 accuracy / RMSE gates, slices)
             └─ <Name>Pusher (blessed models only: <serving_root>/<name>[_scann]/<version>/)
+
+On Kubeflow / Vertex AI the BaselineResolver is TFX's latest-blessed-model resolver,
+narrowed to the same model's blessings at compile time (pipeline/kubeflow.py).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from tfx.dsl.components.base import base_node
 
 from components.evaluator import baseline as evaluator_baseline
 from components.evaluator import config as evaluator_config
+from components.evaluator.component import RecommenderEvaluator
 from components.example_gen.component import MovieLensExampleGen
 from components.pusher.component import RecommenderPusher
 from components.trainer.component import RecommenderTrainer
@@ -38,13 +42,13 @@ from pipeline.configs import PipelineConfig
 
 
 def create_components(config: PipelineConfig,
-                      baseline_resolvers: bool = True) -> List[base_node.BaseNode]:
+                      local: bool = True) -> List[base_node.BaseNode]:
     """The DAG's components, wired, in topological order.
 
-    baseline_resolvers: give each Evaluator the same Trainer's last blessed model as
-      baseline. Kubeflow v2 / Vertex compile no custom resolver (and their blessed-model
-      resolver cannot filter by producer), so there the Evaluators gate on the absolute
-      thresholds only.
+    local: each Evaluator's baseline comes from a custom resolver (the same Trainer's
+      previous blessed model, components/evaluator/baseline.py); otherwise from TFX's
+      latest-blessed-model resolver, the only one Kubeflow v2 / Vertex AI compile,
+      which pipeline/kubeflow.py restricts to the same model's blessings.
     """
     eg = config.example_gen
     example_gen = MovieLensExampleGen(
@@ -96,25 +100,29 @@ def create_components(config: PipelineConfig,
         trainers[-1].add_upstream_nodes(gates)  # no Trainer before the data passed
         trainers.extend(_evaluate_and_push(config, name, hparams["model"], trainers[-1],
                                            example_gen.outputs[f"{kind}_examples"],
-                                           baseline_resolvers))
+                                           local))
     return [example_gen, sequence_statistics, sequence_schema, rating_statistics,
             rating_schema, *validation, *trainers]
 
 
 def _evaluate_and_push(config: PipelineConfig, name: str, model_kind: str,
                        trainer: base_node.BaseNode, examples,
-                       with_baseline: bool = True) -> List[base_node.BaseNode]:
+                       local: bool = True) -> List[base_node.BaseNode]:
     """The baseline resolver, Evaluator and Pusher of one Trainer."""
     prefix = name.capitalize()
-    baseline = evaluator_baseline.baseline_resolver(
-        trainer.outputs["model"], evaluator_id=f"{prefix}Evaluator",
-        resolver_id=f"{prefix}BaselineResolver") if with_baseline else None
-    evaluator = tfx.components.Evaluator(
+    if local:
+        baseline = evaluator_baseline.baseline_resolver(
+            trainer.outputs["model"], evaluator_id=f"{prefix}Evaluator",
+            resolver_id=baseline_resolver_id(name))
+    else:
+        baseline = evaluator_baseline.latest_blessed_resolver(baseline_resolver_id(name))
+    evaluator = RecommenderEvaluator(
         examples=examples,
         model=trainer.outputs["model"],
-        baseline_model=baseline.outputs[evaluator_baseline.MODEL_KEY] if baseline else None,
+        baseline_model=baseline.outputs[evaluator_baseline.MODEL_KEY],
         eval_config=evaluator_config.eval_config(model_kind, config.evaluation),
         example_splits=[evaluator_config.EVAL_SPLIT],
+        model_name=name,
     ).with_id(f"{prefix}Evaluator")
     pusher = RecommenderPusher(
         model=trainer.outputs["model"],
@@ -125,7 +133,11 @@ def _evaluate_and_push(config: PipelineConfig, name: str, model_kind: str,
         max_k=config.serving.max_k,
         scann_overrides=config.serving.scann,
     ).with_id(f"{prefix}Pusher")
-    return [node for node in (baseline, evaluator, pusher) if node is not None]
+    return [baseline, evaluator, pusher]
+
+
+def baseline_resolver_id(model_name: str) -> str:
+    return f"{model_name.capitalize()}BaselineResolver"
 
 
 def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipeline:
@@ -137,7 +149,7 @@ def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipel
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=create_components(config, baseline_resolvers=local),
+        components=create_components(config, local=local),
         enable_cache=config.enable_cache,
         metadata_connection_config=tfx.orchestration.metadata
         .sqlite_metadata_connection_config(config.metadata_path) if local else None,

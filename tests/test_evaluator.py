@@ -79,6 +79,23 @@ def test_first_run_blesses_and_pushes_every_model_that_clears_the_gates(served_p
             assert json.load(handle)["pushed"], name
 
 
+def test_each_blessing_names_the_model_it_judges(served_pipeline):
+    """The custom property the compiled Kubeflow / Vertex baseline queries select on."""
+    from ml_metadata.metadata_store import metadata_store
+    from tfx.orchestration import metadata
+
+    from components.evaluator import component as evaluator_component
+
+    store = metadata_store.MetadataStore(
+        metadata.sqlite_metadata_connection_config(served_pipeline.config.metadata_path))
+    for name in ("Retrieval", "Ranking", "Sequential"):
+        [blessing] = store.get_artifacts_by_uri(
+            served_pipeline.output(f"{name}Evaluator", "blessing"))
+        properties = blessing.custom_properties
+        assert properties[evaluator_component.MODEL_NAME_PROPERTY].string_value == name.lower()
+        assert properties["blessed"].int_value == 1
+
+
 def test_degraded_model_fails_both_gates_against_its_own_trainers_baseline(degraded_run):
     import tensorflow_model_analysis as tfma
 

@@ -30,8 +30,12 @@ def test_compiled_spec_loads_with_kfp_and_names_every_component(tmp_path, capsys
     args = pipeline_runner.build_parser().parse_args(
         ["compile", "--target", "vertex", "--image", "x", "--data-dir", "gs://b/d"])
     config = pipeline_runner.config_from_args(args)
-    expected = {node.id for node in pipeline_module.create_components(
-        config, baseline_resolvers=False)}  # no custom resolver compiles for Kubeflow v2
+    expected = set()
+    for node in pipeline_module.create_components(config, local=False):
+        if node.id.endswith("BaselineResolver"):  # compiled as two queries
+            expected |= {node.id + "-model-blessing-resolver", node.id + "-model-resolver"}
+        else:
+            expected.add(node.id)
     assert set(spec.root.dag.tasks) == expected
     text = output.read_text()
     assert "gcr.io/example/movielens:1" in text
@@ -55,3 +59,46 @@ def test_schedule_without_credentials_writes_the_request(tmp_path, monkeypatch, 
     assert request["schedule"]["cron"] == "0 3 * * 1"
     assert request["pipeline_job"]["template_path"] == "spec.json"
     assert request["pipeline_job"]["pipeline_root"] == "gs://example-bucket/root"
+
+
+def test_each_compiled_baseline_is_the_latest_blessed_model_of_the_same_model(tmp_path):
+    """Vertex resolves a baseline with a metadata query: each Evaluator's must select
+    only blessings its own model's Evaluator wrote."""
+    output = tmp_path / "spec.json"
+    assert pipeline_runner.main([
+        "compile", "--target", "kubeflow", "--image", "x", "--data-dir", "gs://b/d",
+        "--models", "multitask,ranking,sequential", "--output", str(output)]) == 0
+    spec = json.loads(output.read_text())["pipelineSpec"]
+    executors, tasks = spec["deploymentSpec"]["executors"], spec["root"]["dag"]["tasks"]
+    for name in ("multitask", "ranking", "sequential"):
+        prefix = name.capitalize()
+        evaluator = tasks[f"{prefix}Evaluator"]["inputs"]
+        baseline = evaluator["artifacts"]["baseline_model"]["taskOutputArtifact"]
+        assert baseline["producerTask"] == f"{prefix}BaselineResolver-model-resolver"
+        assert (evaluator["parameters"]["model_name"]["runtimeValue"]["constantValue"]
+                == {"stringValue": name})
+        query = executors[f"{prefix}BaselineResolver-model-blessing-resolver_executor"]
+        (blessings,) = query["resolver"]["outputArtifactQueries"].values()
+        clauses = blessings["filter"].split(" AND ")
+        assert 'schema_title="tfx.ModelBlessing"' in clauses
+        assert "metadata.blessed.number_value=1" in clauses
+        assert [c for c in clauses if c.startswith("metadata.model_name.")] == [
+            f'metadata.model_name.string_value="{name}"']
+
+
+def test_blessing_model_name_reaches_the_metadata_vertex_queries():
+    """The Vertex entrypoint turns an executor's output artifacts into metadata with
+    TFX's own translation: the blessing's model_name is a string field there."""
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
+    from tfx.types import standard_artifacts
+
+    from components.evaluator import component as evaluator_component
+
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.uri = "gs://b/r/RankingEvaluator/blessing"
+    blessing.set_int_custom_property("blessed", 1)
+    blessing.set_string_custom_property(evaluator_component.MODEL_NAME_PROPERTY, "ranking")
+    translated = kubeflow_v2_entrypoint_utils.translate_executor_output(
+        {"blessing": [blessing]}, {})
+    metadata = json_format.MessageToDict(translated["blessing"].artifacts[0].metadata)
+    assert metadata["model_name"] == "ranking" and metadata["blessed"] == 1

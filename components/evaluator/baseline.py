@@ -13,6 +13,13 @@ merely the latest: when the Trainer's output comes from the cache, the candidate
 already evaluated against that same baseline, so the Evaluator's inputs are unchanged
 and it (and the Pusher) come from the cache too, instead of comparing the model with
 itself and pushing it again.
+
+Kubeflow v2 / Vertex AI compile no custom strategy: :func:`latest_blessed_resolver` is
+TFX's LatestBlessedModelStrategy, which pipeline/kubeflow.py restricts to one model's
+blessings by their ``model_name`` (components/evaluator/component.py). It takes the
+latest blessed model, so a cached candidate may be compared with itself: it is then
+blessed again (not worse than itself) and the Pusher, seeing the same model already
+pushed, writes nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from absl import logging
 from tfx import types
 from tfx import v1 as tfx
 from tfx.dsl.components.common import resolver
+from tfx.dsl.input_resolution.strategies import latest_blessed_model_strategy
 from tfx.types import artifact_utils, standard_artifacts
 
 MODEL_KEY = "model"
@@ -79,4 +87,14 @@ def baseline_resolver(candidate: types.BaseChannel, evaluator_id: str,
         model_blessing=types.Channel(type=standard_artifacts.ModelBlessing,
                                      producer_component_id=evaluator_id,
                                      output_key="blessing"),
+    ).with_id(resolver_id)
+
+
+def latest_blessed_resolver(resolver_id: str) -> tfx.dsl.Resolver:
+    """TFX's latest-blessed-model Resolver, the one Kubeflow v2 / Vertex AI compile.
+    On its own it takes blessings of every Evaluator: see pipeline/kubeflow.py."""
+    return tfx.dsl.Resolver(
+        strategy_class=latest_blessed_model_strategy.LatestBlessedModelStrategy,
+        model=types.Channel(type=standard_artifacts.Model),
+        model_blessing=types.Channel(type=standard_artifacts.ModelBlessing),
     ).with_id(resolver_id)
