@@ -200,15 +200,17 @@ def _is_remote(path: Optional[str]) -> bool:
 
 def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
     """Resolves the data (download if asked) and builds the one PipelineConfig."""
-    if _is_remote(args.data_dir):
-        # A bucket path for Kubeflow / Vertex runs: not readable here; the pipeline's
-        # cache is then keyed on the path, not on the content.
+    if _is_remote(args.data_dir) and args.command == "compile":
+        # A bucket path for Kubeflow / Vertex runs: not necessarily readable here; the
+        # pipeline's cache is then keyed on the path, not on the content.
         data_dir, fingerprint = args.data_dir, None
     else:
+        # A URL (gs://...) is checked and fingerprinted through Beam's file systems.
         dataset = args.dataset or (None if args.data_dir else "ml-100k")
         layout = movielens.detect_layout(
             download.resolve_data_dir(args.data_dir, dataset, args.cache_dir))
-        data_dir, fingerprint = str(layout.root.resolve()), movielens.fingerprint(layout)
+        data_dir = args.data_dir if _is_remote(args.data_dir) else str(layout.root.resolve())
+        fingerprint = movielens.fingerprint(layout)
     example_gen = configs.ExampleGenConfig(
         min_rating=None if args.keep_all_ratings else args.min_rating,
         min_timeline_length=args.min_timeline_length,

@@ -1,6 +1,7 @@
 """Download, verify and extract the MovieLens datasets from GroupLens.
 
-Standard library only. Usage::
+Standard library only, except :func:`resolve_data_dir`, which checks a given ``--data-dir``
+through Apache Beam's file systems so that it may be a ``gs://`` URL. Usage::
 
     python -m data.download ml-100k [--cache-dir D] [--url U] [--sha256 H]
 
@@ -445,13 +446,19 @@ def resolve_data_dir(
     url: Optional[str] = None,
     sha256: Optional[str] = None,
     progress: bool = True,
-) -> Path:
+) -> "Path | str":
     """An existing ``data_dir`` wins; otherwise ``dataset`` is fetched into ``cache_dir``
     (default :func:`default_cache_dir`). Download failures are re-raised as one
-    :class:`DownloadError` that points at ``--data-dir``."""
+    :class:`DownloadError` that points at ``--data-dir``.
+
+    ``data_dir`` may be a URL (``gs://...``): it is checked, and returned as the string
+    it is, through the same file systems the example generator reads it with. The
+    download cache is always local."""
     if data_dir is not None:
-        path = Path(data_dir).expanduser()
-        if not path.is_dir():
+        from data import movielens  # Beam's file systems, for local paths and URLs alike
+
+        path = str(data_dir) if movielens.is_url(data_dir) else Path(data_dir).expanduser()
+        if not movielens.is_directory(path):
             raise FileNotFoundError(
                 f"--data-dir {path} does not exist or is not a directory; pass an extracted "
                 "MovieLens directory (e.g. the ml-100k folder containing u.data)"

@@ -13,6 +13,12 @@ Ratings are the large part of a data set: :func:`parse_rating_line` parses one r
 Beam pipeline can count what it drops by reason. Movies and users are small catalogues,
 loaded whole by :func:`load_movies` and :func:`load_users`, which fail on the first bad
 line with an error naming the file and the line.
+
+Every file is reached through Apache Beam's ``FileSystems``, as the Beam workers that
+import this module read the ratings: a data directory may be local or a URL of any scheme
+Beam has a file system for (``gs://...`` on Vertex AI). A :class:`Layout` of a local
+directory holds ``pathlib.Path`` objects; one of a URL holds strings, which pathlib would
+mangle (``gs://b`` becomes ``gs:/b``). This module imports Beam, never TensorFlow or TFX.
 """
 
 from __future__ import annotations
@@ -20,9 +26,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import os
 import pathlib
 import re
-from typing import Dict, Iterator, Optional, Tuple
+from typing import BinaryIO, Dict, Iterable, Iterator, Optional, Tuple, Union
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 LAYOUT_100K = "100k"
 LAYOUT_1M = "1m"
@@ -70,22 +80,26 @@ class MalformedRecord(ValueError):
         self.reason = reason
 
 
+# A file or directory: a pathlib.Path when local, the URL string otherwise.
+DataPath = Union[pathlib.Path, str]
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """Where one MovieLens data set's files are, and which layout they follow."""
 
     name: str
-    root: pathlib.Path
-    ratings_path: pathlib.Path
-    movies_path: pathlib.Path
-    users_path: Optional[pathlib.Path]
+    root: DataPath
+    ratings_path: DataPath
+    movies_path: DataPath
+    users_path: Optional[DataPath]
 
     @property
     def has_header(self) -> bool:
         return self.name == LAYOUT_CSV
 
     @property
-    def files(self) -> Tuple[pathlib.Path, ...]:
+    def files(self) -> Tuple[DataPath, ...]:
         return tuple(p for p in (self.ratings_path, self.movies_path, self.users_path) if p)
 
 
@@ -122,26 +136,65 @@ _LAYOUT_FILES = (
 )
 
 
+def is_url(path) -> bool:
+    """True for ``scheme://...`` paths (``gs://``, ``s3://``), False for local ones."""
+    return FileSystems.get_scheme(str(path)) is not None
+
+
+def is_directory(path) -> bool:
+    """Whether ``path`` is a directory.
+
+    Object stores have no directories, only names sharing a prefix: a directory there
+    exists while some object lies under it, so an empty one reads as absent. Beam's file
+    systems cannot tell a local directory from a file, so local paths ask the OS.
+    """
+    if not is_url(path):
+        return os.path.isdir(path)
+    anything_below = FileSystems.join(str(path), "**")
+    return bool(FileSystems.match([anything_below], limits=[1])[0].metadata_list)
+
+
+def _open_file(path) -> BinaryIO:
+    """Opens a data file for binary reading through Beam's file systems.
+
+    Never decompressed, whatever the name: byte offsets must be those of the file, as
+    the ratings source reads it.
+    """
+    return FileSystems.open(str(path), compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _data_path(path) -> DataPath:
+    return str(path) if is_url(path) else pathlib.Path(path)
+
+
+def _join(root: DataPath, name: str) -> DataPath:
+    return root / name if isinstance(root, pathlib.Path) else FileSystems.join(root, name)
+
+
+def _is_file(path: DataPath) -> bool:
+    return FileSystems.exists(str(path))
+
+
 def detect_layout(data_dir) -> Layout:
-    """Finds which MovieLens layout ``data_dir`` holds.
+    """Finds which MovieLens layout ``data_dir`` (a local path or a URL) holds.
 
     A layout is recognised by its ratings file; its movie file must then exist too (and
     for 1M its user file). Raises DataFormatError naming what is missing.
     """
-    root = pathlib.Path(data_dir)
-    if not root.is_dir():
+    root = _data_path(data_dir)
+    if not is_directory(root):
         raise DataFormatError(f"MovieLens directory not found: {root}")
     for name, ratings, movies, users in _LAYOUT_FILES:
-        if not (root / ratings).is_file():
+        if not _is_file(_join(root, ratings)):
             continue
         required = [movies] + ([users] if name == LAYOUT_1M else [])
-        missing = [f for f in required if not (root / f).is_file()]
+        missing = [f for f in required if not _is_file(_join(root, f))]
         if missing:
             raise DataFormatError(
                 f"{root}: found {ratings} (MovieLens {name} layout) but not "
                 f"{', '.join(missing)}, which that layout needs")
-        users_path = root / users if users and (root / users).is_file() else None
-        return Layout(name, root, root / ratings, root / movies, users_path)
+        users_path = _join(root, users) if users and _is_file(_join(root, users)) else None
+        return Layout(name, root, _join(root, ratings), _join(root, movies), users_path)
     expected = "; ".join(
         f"{name}: {r} + {m}" for name, r, m, _ in _LAYOUT_FILES)
     raise DataFormatError(f"{root} holds no MovieLens ratings file (expected {expected})")
@@ -197,9 +250,9 @@ def parse_rating_line(layout_name: str, raw: bytes) -> Rating:
     return Rating(user_id, movie_id, rating, timestamp)
 
 
-def _numbered_lines(path: pathlib.Path, encoding: str) -> Iterator[Tuple[int, str]]:
+def _numbered_lines(path: DataPath, encoding: str) -> Iterator[Tuple[int, str]]:
     """(line number, text) of a small catalogue file, decoding errors naming the line."""
-    with open(path, "rb") as handle:
+    with _open_file(path) as handle:
         for number, raw in enumerate(handle, start=1):
             try:
                 text = raw.decode(encoding).rstrip("\r\n")
@@ -229,12 +282,12 @@ def _parse_movie(layout_name: str, fields, genre_names) -> Movie:
 def load_movies(layout: Layout) -> Dict[int, Movie]:
     """All movies of the layout's movie file, keyed by id. Raises DataFormatError."""
     path = layout.movies_path
-    if not path.is_file():
+    if not _is_file(path):
         raise DataFormatError(f"movie file not found: {path}")
     genre_names = GENRES_100K
     if layout.name == LAYOUT_100K:
-        genre_file = layout.root / "u.genre"
-        if genre_file.is_file():
+        genre_file = _join(layout.root, "u.genre")
+        if _is_file(genre_file):
             genre_names = tuple(
                 text.split("|")[0] for _, text in _numbered_lines(genre_file, "latin-1"))
     movies: Dict[int, Movie] = {}
@@ -294,31 +347,43 @@ def fingerprint(layout: Layout) -> str:
     """SHA-256 over the layout's files: changes whenever the data changes.
 
     The pipeline passes it to the example generator so that TFX's cache reruns example
-    generation (and everything after it) on new or grown data, and only then.
+    generation (and everything after it) on new or grown data, and only then. It hashes
+    file names and contents only, so a copy of the data elsewhere (a bucket) has the
+    same fingerprint.
     """
     digest = hashlib.sha256()
     for path in layout.files:
-        digest.update(path.name.encode())
-        with open(path, "rb") as handle:
+        digest.update(FileSystems.split(str(path))[1].encode())
+        with _open_file(path) as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
 
 
-def line_number_at(path, byte_offset: int) -> int:
-    """The 1-based number of the line that starts at ``byte_offset`` of ``path``.
+def line_numbers_at(path, byte_offsets: Iterable[int]) -> Dict[int, int]:
+    """The 1-based number of the line that starts at each of ``byte_offsets`` of ``path``.
 
     Beam reads files in byte ranges, so bad records are located by offset; error messages
-    turn the few offsets they quote into line numbers with this.
+    turn the few offsets they quote into line numbers with this, in one pass over the
+    file up to the last offset (on an object store each pass is a download).
     """
-    count = 0
-    remaining = byte_offset
-    with open(path, "rb") as handle:
-        while remaining > 0:
-            block = handle.read(min(remaining, 1 << 20))
-            if not block:
-                break
-            count += block.count(b"\n")
-            remaining -= len(block)
-    return count + 1
+    offsets = sorted(set(byte_offsets))
+    if not offsets:
+        return {}
+    numbers: Dict[int, int] = {}
+    newlines = position = 0
+    with _open_file(path) as handle:
+        for offset in offsets:
+            while position < offset:
+                block = handle.read(min(offset - position, 1 << 20))
+                if not block:
+                    break
+                newlines += block.count(b"\n")
+                position += len(block)
+            numbers[offset] = newlines + 1
+    return numbers
 
+
+def line_number_at(path, byte_offset: int) -> int:
+    """The 1-based number of the line that starts at ``byte_offset`` of ``path``."""
+    return line_numbers_at(path, [byte_offset])[byte_offset]

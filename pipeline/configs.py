@@ -117,7 +117,10 @@ class ServingConfig:
 class PipelineConfig:
     """Everything one pipeline run needs.
 
-    data_dir: an extracted MovieLens directory (the runner resolves downloads into one).
+    data_dir: an extracted MovieLens directory (the runner resolves downloads into one),
+      local or a URL Beam's file systems read (``gs://...``).
+    input_fingerprint: a hash of the data's files (``movielens.fingerprint``), so that
+      the cache reruns example generation on new data; None keys the cache on the path.
     output_root: the pipeline root (artifacts), the metadata store and the serving root
       all live under it.
     beam_pipeline_args: Beam options for every Beam-based component. The default runs

@@ -307,11 +307,15 @@ def test_line_number_at(tmp_path):
     lines = [b"first", b"", b"third line", b"\xff\xfe bytes", b"fifth"]
     path = tmp_path / "f.txt"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    offset = 0
+    offset, expected = 0, {}
     for number, line in enumerate(lines, start=1):
         assert movielens.line_number_at(path, offset) == number
+        expected[offset] = number
         offset += len(line) + 1
     assert movielens.line_number_at(path, 0) == 1
+    # All at once, in any order and repeated: one pass over the file.
+    assert movielens.line_numbers_at(path, [*reversed(expected), 0]) == expected
+    assert movielens.line_numbers_at(path, []) == {}
 
 
 def test_line_number_at_beyond_a_block(tmp_path):

@@ -7,6 +7,10 @@ The pipeline (``build_pipeline``) runs on whatever Beam runner the TFX pipeline'
   (user, events) --GroupByKey--> UserExamplesFn --> framed TFRecords per kind and split
   --> gzipped TFRecords under <artifact>/Split-train/ and Split-eval/
   counts --combiners--> statistics.json; movie and user counts --> vocabulary files
+
+Every file, in the pipeline and after it (statistics, vocabulary text files), is reached
+through Beam's ``FileSystems``, like the workers' reads in data/movielens.py: the data
+directory and the artifact URIs may be local or on an object store (``gs://`` on Vertex).
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import operator
-import os
 import sys
 from typing import Any, Dict, List
 
 import apache_beam as beam
 from absl import logging
+from apache_beam.io.filesystems import FileSystems
 from tfx import types
 from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
@@ -74,6 +78,12 @@ def _write_text(pcoll_of_one_text, path: str, label: str):
         path, shard_name_template="", num_shards=1)
 
 
+def _write_file(path: str, text: str) -> None:
+    """Writes ``text`` (UTF-8) to ``path`` from the executor, outside the pipeline."""
+    with FileSystems.create(path) as handle:
+        handle.write(text.encode("utf-8"))
+
+
 def build_pipeline(
     pipeline: beam.Pipeline,
     layout: movielens.Layout,
@@ -115,17 +125,17 @@ def build_pipeline(
         for split in transforms.SPLITS:
             _ = examples[f"{kind}_{split}"] | f"Write-{kind}-{split}" >> (
                 transforms.WriteFramedTFRecords(
-                    os.path.join(uri, f"Split-{split}", "data_tfrecord")))
+                    FileSystems.join(uri, f"Split-{split}", "data_tfrecord")))
 
     # Vocabularies: one line per movie / user, so only catalogue-sized lists meet here.
     movie_lines = (parsed[parse.MOVIE_COUNTS]
                    | "SumMovieCounts" >> beam.CombineGlobally(transforms.SumCountsFn())
                    | "MovieVocabulary" >> beam.Map(transforms.movie_vocabulary_text, layout))
-    _write_text(movie_lines, os.path.join(paths.vocabulary, "movies.tsv"), "WriteMovies")
+    _write_text(movie_lines, FileSystems.join(paths.vocabulary, "movies.tsv"), "WriteMovies")
     user_lines = (examples[examples_fn.USER_COUNTS]
                   | "UserCountList" >> beam.combiners.ToList()
                   | "UserVocabulary" >> beam.Map(transforms.user_vocabulary_text))
-    _write_text(user_lines, os.path.join(paths.vocabulary, "users.tsv"), "WriteUsers")
+    _write_text(user_lines, FileSystems.join(paths.vocabulary, "users.tsv"), "WriteUsers")
 
     # Statistics: counts summed by name, plus a few samples of each kind of bad line.
     counts = ((parsed[parse.STATS], examples[examples_fn.STATS])
@@ -139,7 +149,8 @@ def build_pipeline(
                | "SampleList" >> beam.combiners.ToList())
     statistics = counts | "MergeStatistics" >> beam.Map(
         transforms.merge_statistics, beam.pvalue.AsSingleton(samples))
-    _write_text(statistics, os.path.join(paths.statistics, _RAW_STATISTICS), "WriteStatistics")
+    _write_text(
+        statistics, FileSystems.join(paths.statistics, _RAW_STATISTICS), "WriteStatistics")
 
 
 def finish_statistics(
@@ -151,17 +162,18 @@ def finish_statistics(
     BadInputError when more than ``max_bad_fraction`` of the lines were unusable (the
     message lists the count of each reason and sample lines as ``file:line``).
     """
-    with open(os.path.join(statistics_dir, _RAW_STATISTICS)) as handle:
+    raw_path = FileSystems.join(statistics_dir, _RAW_STATISTICS)
+    with FileSystems.open(raw_path) as handle:
         raw = json.loads(handle.read())
     counts: Dict[str, int] = raw["counts"]
     rating_lines = counts.get("lines_read", 0)  # a CSV header is not counted
     dropped = {reason: counts.get(f"dropped_{reason}", 0) for reason in movielens.DROP_REASONS}
-    samples: List[Dict[str, Any]] = []
-    for sample in raw["bad_line_samples"]:
-        samples.append({
-            "reason": sample["reason"], "file": str(layout.ratings_path),
-            "line": movielens.line_number_at(layout.ratings_path, sample["position"]),
-            "text": sample["text"]})
+    line_numbers = movielens.line_numbers_at(
+        layout.ratings_path, (sample["position"] for sample in raw["bad_line_samples"]))
+    samples: List[Dict[str, Any]] = [
+        {"reason": sample["reason"], "file": str(layout.ratings_path),
+         "line": line_numbers[sample["position"]], "text": sample["text"]}
+        for sample in raw["bad_line_samples"]]
     bad = sum(dropped.values())
     statistics = {
         "data_dir": str(layout.root),
@@ -181,9 +193,9 @@ def finish_statistics(
                               for s in transforms.SPLITS},
         "rating_examples": {s: counts.get(f"rating_examples_{s}", 0) for s in transforms.SPLITS},
     }
-    with open(os.path.join(statistics_dir, STATISTICS_FILE), "w") as handle:
-        json.dump(statistics, handle, indent=2)
-    os.remove(os.path.join(statistics_dir, _RAW_STATISTICS))
+    _write_file(FileSystems.join(statistics_dir, STATISTICS_FILE),
+                json.dumps(statistics, indent=2))
+    FileSystems.delete([raw_path])
 
     if rating_lines <= 0:
         raise movielens.DataFormatError(f"{layout.ratings_path}: no rating lines (empty file)")
@@ -223,7 +235,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         # file and line, before any worker starts.
         movies = movielens.load_movies(layout)
         movielens.load_users(layout)
-        if layout.ratings_path.stat().st_size == 0:
+        [ratings_file] = FileSystems.match([str(layout.ratings_path)])[0].metadata_list
+        if ratings_file.size_in_bytes == 0:
             raise movielens.DataFormatError(f"{layout.ratings_path}: empty ratings file")
 
         sequence_params = transforms.SequenceParams(
@@ -246,10 +259,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             build_pipeline(pipeline, layout, sequence_params, split_params, paths)
 
         genres, years = transforms.feature_vocabularies(movies)
-        with open(os.path.join(paths.vocabulary, "genres.txt"), "w") as handle:
-            handle.write("\n".join(genres) + "\n")
-        with open(os.path.join(paths.vocabulary, "years.txt"), "w") as handle:
-            handle.write("\n".join(str(year) for year in years) + "\n")
+        for name, values in (("genres.txt", genres), ("years.txt", years)):
+            _write_file(FileSystems.join(paths.vocabulary, name),
+                        "".join(f"{value}\n" for value in values))
         statistics = finish_statistics(
             layout, paths.statistics, exec_properties["max_bad_fraction"])
         for name in ("sequence_examples", "rating_examples"):
