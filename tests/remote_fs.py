@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import os
+import posixpath
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 from apache_beam.io.filesystem import FileMetadata, FileSystem
@@ -79,7 +80,8 @@ class RemoteBeamFileSystem(FileSystem):
         return True
 
     def _url_dirname(self, url_or_path):
-        return url_or_path.rstrip("/").rpartition("/")[0]
+        parent = posixpath.dirname(url_or_path)
+        return parent if len(parent) > len(PREFIX) else PREFIX
 
     def mkdirs(self, path):
         self._local.mkdirs(local_path(path))
