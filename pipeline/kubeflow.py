@@ -5,6 +5,11 @@ Kubeflow Pipelines v2 and Vertex AI Pipelines run. Every component runs in ``ima
 which must hold this repository and its locked dependencies (see ``Dockerfile``).
 Beam-based components take ``config.beam_pipeline_args``, e.g. DataflowRunner options.
 
+The example generator's cache key: the backend runs
+components/example_gen/vertex_driver.py before the cache check of MovieLensExampleGen
+(the task's ``preCacheCheck`` hook, as TFX does for its FileBasedExampleGen), which
+fingerprints the data directory, so a scheduled run retrains exactly when the data changed.
+
 Each Evaluator's baseline: TFX compiles its latest-blessed-model resolver into a Vertex
 ML Metadata query for the latest blessed ``tfx.ModelBlessing`` of the pipeline, of any
 Evaluator. ``compile_pipeline`` narrows each query to the blessings of the same model,
@@ -40,9 +45,27 @@ def compile_pipeline(config: PipelineConfig, image: str, output_path: str) -> st
     with open(path) as handle:
         job = json.load(handle)
     restrict_baselines_to_their_model(job["pipelineSpec"], config.training.models)
+    fingerprint_data_before_cache_check(job["pipelineSpec"], config.beam_pipeline_args)
     with open(path, "w") as handle:
         json.dump(job, handle, indent=2, sort_keys=True)
     return path
+
+
+def fingerprint_data_before_cache_check(pipeline_spec: Dict[str, Any],
+                                        beam_pipeline_args: Iterable[str] = ()) -> None:
+    """Attaches the example generator's fingerprinting driver to its compiled task as
+    the ``preCacheCheck`` hook (in place)."""
+    from tfx.orchestration.kubeflow.v2 import (  # pylint: disable=import-outside-toplevel
+        step_builder)
+
+    from components.example_gen import vertex_driver  # pylint: disable=import-outside-toplevel
+
+    label = step_builder._EXECUTOR_LABEL_PATTERN.format(  # pylint: disable=protected-access
+        pipeline_module.EXAMPLE_GEN_ID)
+    container = pipeline_spec["deploymentSpec"]["executors"][label]["container"]
+    container["lifecycle"] = {"preCacheCheck": {
+        "command": list(vertex_driver.COMMAND),
+        "args": ["--json_serialized_invocation_args", "{{$}}", *beam_pipeline_args]}}
 
 
 def restrict_baselines_to_their_model(pipeline_spec: Dict[str, Any],

@@ -40,6 +40,8 @@ from components.validation.component import AnomaliesGate, CuratedSchemaGen
 from pipeline import schemas
 from pipeline.configs import PipelineConfig
 
+EXAMPLE_GEN_ID = "MovieLensExampleGen"
+
 
 def create_components(config: PipelineConfig,
                       local: bool = True) -> List[base_node.BaseNode]:
@@ -63,7 +65,7 @@ def create_components(config: PipelineConfig,
         rating_train_fraction=eg.rating_train_fraction,
         seed=eg.seed,
         max_bad_fraction=eg.max_bad_fraction,
-    )
+    ).with_id(EXAMPLE_GEN_ID)
     sequence_statistics = tfx.components.StatisticsGen(
         examples=example_gen.outputs["sequence_examples"]).with_id("SequenceStatisticsGen")
     sequence_schema = tfx.components.SchemaGen(

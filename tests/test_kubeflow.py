@@ -102,3 +102,65 @@ def test_blessing_model_name_reaches_the_metadata_vertex_queries():
         {"blessing": [blessing]}, {})
     metadata = json_format.MessageToDict(translated["blessing"].artifacts[0].metadata)
     assert metadata["model_name"] == "ranking" and metadata["blessed"] == 1
+
+
+def test_example_gen_fingerprints_the_data_before_the_cache_check(tmp_path):
+    """A compiled pipeline is scheduled for weeks while its data directory grows: the
+    backend runs the fingerprinting driver before the example generator's cache check."""
+    output = tmp_path / "spec.json"
+    assert pipeline_runner.main([
+        "compile", "--target", "vertex", "--image", "x", "--data-dir", "gs://b/d",
+        "--beam-arg=--runner=DataflowRunner", "--output", str(output)]) == 0
+    spec = json.loads(output.read_text())["pipelineSpec"]
+    container = spec["deploymentSpec"]["executors"]["MovieLensExampleGen_executor"]["container"]
+    hook = container["lifecycle"]["preCacheCheck"]
+    assert hook["command"] == ["python", "-m", "components.example_gen.vertex_driver"]
+    assert hook["args"][:2] == ["--json_serialized_invocation_args", "{{$}}"]
+    assert "--runner=DataflowRunner" in hook["args"]
+
+
+def _executor_input(data_dir: str, output_file: str) -> str:
+    """What the backend passes for ``{{$}}`` under pipeline spec 2.0, which TFX 1.16's
+    compiler writes: parameters as ``Value``s."""
+    return json.dumps({
+        "inputs": {"parameters": {"data_dir": {"stringValue": data_dir},
+                                  "seed": {"intValue": "42"}}},
+        "outputs": {"outputFile": output_file}})
+
+
+def test_driver_writes_the_datas_fingerprint_as_the_examplegens_parameter(tmp_path):
+    """Run as the backend runs it (a fresh process, the spec's command), on a local
+    directory; then in this process on a remote:// copy, as on a bucket."""
+    import shutil
+    import subprocess
+    import sys
+
+    import remote_fs
+    from tfx.dsl.io import fileio
+
+    from components.example_gen import vertex_driver
+    from data import movielens, synthetic
+
+    data = tmp_path / "data"
+    synthetic.generate(str(data), users=30, movies=40, ratings=600, fmt="1m", seed=2)
+    expected = movielens.fingerprint(movielens.detect_layout(str(data)))
+    output_file = tmp_path / "task" / "executor_output.json"
+    repo = str(pipeline_runner.__file__).rsplit("/", 1)[0]
+    done = subprocess.run(
+        [sys.executable, "-m", "components.example_gen.vertex_driver",
+         "--json_serialized_invocation_args", _executor_input(str(data), str(output_file)),
+         "--runner=DataflowRunner"],
+        cwd=repo, capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": repo})
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = json.loads(output_file.read_text())
+    assert written["parameterValues"] == {"input_fingerprint": expected}
+    assert written["parameters"] == {"input_fingerprint": {"stringValue": expected}}
+
+    remote = remote_fs.install(tmp_path / "bucket")
+    shutil.copytree(data, remote_fs.local_path(remote + "b/ml-1m"))
+    remote_output = remote + "root/task/executor_output.json"
+    assert vertex_driver.run_driver(
+        _executor_input(remote + "b/ml-1m", remote_output)) == expected
+    with fileio.open(remote_output) as handle:
+        assert json.load(handle)["parameterValues"] == {"input_fingerprint": expected}
