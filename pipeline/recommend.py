@@ -7,7 +7,9 @@ Loads ``<serving_root>/<model>[_scann]/<latest version>/`` (see
 components/pusher/serving.py), leaves out the movies the user rated (``rated.npz``) or
 the history's movies unless ``--include-rated``, and prints rank, score, title and id.
 A user or movie the model does not know is a clear error, or with ``--fallback popular``
-gets the most-rated movies (the user's rated movies still left out).
+gets the most-rated movies (the user's rated movies still left out). The serving root
+may be local or on ``gs://`` (files are read through components/pusher/serving.py's
+``fileio`` helpers, the model by TensorFlow).
 """
 
 from __future__ import annotations
@@ -48,22 +50,19 @@ class Catalogue:
 
     @classmethod
     def load(cls, model_dir: str) -> "Catalogue":
-        extra = os.path.join(model_dir, "assets.extra")
-        ids, counts, titles = [], [], {}
-        with open(os.path.join(extra, "movies.tsv"), encoding="utf-8") as handle:
-            for line in handle:
-                fields = line.rstrip("\r\n").split("\t")
-                if len(fields) >= 3:
-                    ids.append(int(fields[0]))
-                    counts.append(int(fields[1]))
-                    titles[int(fields[0])] = fields[2]
-        users = None
-        if os.path.exists(os.path.join(extra, "users.tsv")):
-            with open(os.path.join(extra, "users.tsv")) as handle:
-                users = {int(line.split("\t")[0]) for line in handle if line.strip()}
         from components.pusher import serving  # pylint: disable=import-outside-toplevel
+        from tfx.dsl.io import fileio  # pylint: disable=import-outside-toplevel
 
-        return cls(np.asarray(ids, np.int64), np.asarray(counts, np.int64), titles, users,
+        extra = os.path.join(model_dir, serving.EXTRA_ASSETS)
+        movies = serving.read_movies(os.path.join(extra, "movies.tsv"))
+        users = None
+        if fileio.exists(os.path.join(extra, "users.tsv")):
+            users = {int(line.split("\t")[0]) for line
+                     in serving.read_text(os.path.join(extra, "users.tsv")).splitlines()
+                     if line.strip()}
+        return cls(np.asarray([m for m, _, _ in movies], np.int64),
+                   np.asarray([c for _, c, _ in movies], np.int64),
+                   {m: title for m, _, title in movies}, users,
                    serving.RatedMovies.of_model(model_dir))
 
     def rated_by(self, user: int) -> List[int]:
@@ -79,15 +78,16 @@ class Catalogue:
 
 
 def model_dir(serving_root: str, model_name: str, variant: str = SCANN) -> str:
-    """The latest pushed version of ``model_name``'s variant; RecommendError if none."""
-    base = os.path.join(serving_root, model_name + ("_scann" if variant == SCANN else ""))
-    found = sorted(int(name) for name in os.listdir(base) if name.isdigit()) \
-        if os.path.isdir(base) else []
-    if not found:
+    """The latest loadable version of ``model_name``'s variant; RecommendError if none."""
+    from components.pusher import serving  # pylint: disable=import-outside-toplevel
+
+    base = serving.variant_base(serving_root, model_name, variant)
+    latest = serving.latest_version_dir(base)
+    if latest is None:
         raise RecommendError(
             f"no pushed {model_name!r} model under {base} (run the pipeline first; only "
             f"models the Evaluator blessed are pushed)")
-    return os.path.join(base, str(found[-1]))
+    return latest
 
 
 def load_model(path: str, variant: str):

@@ -1,7 +1,8 @@
 """What a local run did, read back from the ML Metadata store.
 
 After ``pipeline_runner.py run`` this prints, per component, whether it ran or came from
-the cache and where its outputs are, plus the example generator's statistics.
+the cache and where its outputs are, plus the example generator's statistics. The
+artifacts are read through TFX's ``fileio``: their URIs may be on ``gs://``.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+from tfx.dsl.io import fileio
 from tfx.orchestration import metadata
 
 from components.example_gen import executor as example_gen_executor
@@ -67,6 +69,14 @@ _SUMMARY_METRICS = ("top_10", "top_100", "top_10_excluding_rated", "top_100_excl
                     "rmse", "mean_rating_rmse")
 
 
+def _read_json(path: str) -> Optional[Dict]:
+    """The JSON file at ``path`` on any file system, or None if there is none."""
+    if not fileio.exists(path):
+        return None
+    with fileio.open(path) as handle:
+        return json.load(handle)
+
+
 def model_summary(metrics: Dict) -> str:
     """One line of a Trainer's eval metrics (metrics.json)."""
     shown = [f"{name}={metrics[name]:.4f}" for name in _SUMMARY_METRICS if name in metrics]
@@ -75,9 +85,9 @@ def model_summary(metrics: Dict) -> str:
 
 def blessing_summary(blessing_uri: str) -> str:
     """An Evaluator's verdict, with the failed thresholds when it did not bless."""
-    if os.path.exists(os.path.join(blessing_uri, "BLESSED")):
+    if fileio.exists(os.path.join(blessing_uri, "BLESSED")):
         return "BLESSED"
-    if not os.path.exists(os.path.join(blessing_uri, "NOT_BLESSED")):
+    if not fileio.exists(os.path.join(blessing_uri, "NOT_BLESSED")):
         return "blessing: none (no thresholds)"
     reasons = []
     evaluation_uri = os.path.join(os.path.dirname(os.path.dirname(blessing_uri)),
@@ -99,11 +109,9 @@ def blessing_summary(blessing_uri: str) -> str:
 
 def push_summary(pushed_model_uri: str) -> str:
     """A Pusher's outcome (its push.json)."""
-    path = os.path.join(pushed_model_uri, "push.json")
-    if not os.path.exists(path):
+    push = _read_json(os.path.join(pushed_model_uri, "push.json"))
+    if push is None:
         return "push: unknown"
-    with open(path) as handle:
-        push = json.load(handle)
     if not push.get("pushed"):
         return f"not pushed: {push.get('reason', '?')}"
     where = ", ".join(f"{variant}: {path}" for variant, path
@@ -125,17 +133,14 @@ def print_summary(config: PipelineConfig, executions: List[Dict], seconds: float
             for uri in uris:
                 print(f"      {key}: {uri}", file=stream)
         for uri in execution["outputs"].get("model_run", []):
-            path = os.path.join(uri, "metrics.json")
-            if os.path.exists(path):
-                with open(path) as handle:
-                    print(f"      eval: {model_summary(json.load(handle))}", file=stream)
+            metrics = _read_json(os.path.join(uri, "metrics.json"))
+            if metrics is not None:
+                print(f"      eval: {model_summary(metrics)}", file=stream)
         for uri in execution["outputs"].get("blessing", []):
             print(f"      {blessing_summary(uri)}", file=stream)
         for uri in execution["outputs"].get("pushed_model", []):
             print(f"      {push_summary(uri)}", file=stream)
         for uri in execution["outputs"].get("statistics", []):
-            path = os.path.join(uri, example_gen_executor.STATISTICS_FILE)
-            if os.path.exists(path):
-                with open(path) as handle:
-                    line = example_gen_executor.summary_line(json.load(handle))
-                print(f"      {line}", file=stream)
+            statistics = _read_json(os.path.join(uri, example_gen_executor.STATISTICS_FILE))
+            if statistics is not None:
+                print(f"      {example_gen_executor.summary_line(statistics)}", file=stream)

@@ -1,15 +1,21 @@
 """The Pusher: blessed models only, TF Serving's layout, atomic and never overwriting;
-pushed models reload in a fresh process (the brute-force one without ScaNN)."""
+pushed models reload in a fresh process (the brute-force one without ScaNN). On an object
+store (``remote://``, tests/remote_fs.py) the same layout, uploaded with saved_model.pb
+last, and a failed upload leaves no loadable version."""
 
 import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
+import remote_fs
+from tfx.dsl.io import fileio
 
-from components.pusher import ann, serving
+from components.pusher import ann, executor, serving
+from conftest import serving_tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,8 +96,6 @@ def test_degraded_model_is_neither_blessed_nor_pushed_and_the_pushed_version_sta
     push = _push_result(runs, "Retrieval", degraded=True)
     assert push["pushed"] is False and "not blessed" in push["reason"]
     # Every pushed file is still there, unchanged; no new version, no staging left over.
-    from conftest import serving_tree
-
     assert serving_tree(runs.config.serving_root) == runs.serving_before_degraded
     first = _push_result(runs, "Retrieval")["version"]
     assert serving.versions(os.path.join(runs.config.serving_root, "retrieval")) == [first]
@@ -149,6 +153,90 @@ def test_pushed_model_reloads_in_a_fresh_process_with_the_in_memory_top_k(
             assert not set(row[:3]) & set(excluding)
 
 
+def _retrieval_inputs(export_dir, names):
+    return serving.query_inputs(names, users=[1, 2, 3, 42, 150],
+                                rated=serving.RatedMovies.of_model(export_dir))
+
+
+def _failing_on(monkeypatch, fail):
+    """fileio.copy raising OSError for destinations ``fail(destination)`` accepts;
+    returns the refused destinations."""
+    real_copy, refused = fileio.copy, []
+
+    def copy(src, dst, overwrite=False):
+        if fail(str(dst)):
+            refused.append(str(dst))
+            raise OSError(f"upload of {dst} failed")
+        return real_copy(src, dst, overwrite)
+
+    monkeypatch.setattr(fileio, "copy", copy)
+    return refused
+
+
+def test_push_to_an_object_store_serves_what_a_local_push_serves(
+        served_pipeline, tmp_path, monkeypatch):
+    runs = served_pipeline
+    root = remote_fs.install(tmp_path / "bucket") + "serving"
+    export_dir = _trainer_export(runs, "Retrieval")
+    source = runs.output("RetrievalTrainer", "model")
+    local_push = _push_result(runs, "Retrieval")
+
+    def push(**kwargs):
+        return executor.push(export_dir, root, "retrieval", "retrieval", blessed=True,
+                             **{"source": source, **kwargs})
+
+    pushed = push()
+    version = pushed["version"]
+    assert pushed["destinations"] == {"brute_force": f"{root}/retrieval/{version}",
+                                      "scann": f"{root}/retrieval_scann/{version}"}
+    for base in ("retrieval", "retrieval_scann"):   # TF Serving's layout, nothing else
+        assert serving.versions(f"{root}/{base}") == [version]
+        local = remote_fs.local_path(f"{root}/{base}")
+        assert os.listdir(local) == [str(version)]
+        for name in ("saved_model.pb", "variables/variables.index",
+                     "assets.extra/serving.json", "assets.extra/movies.tsv",
+                     "assets.extra/rated.npz"):
+            assert os.path.isfile(os.path.join(local, str(version), name)), name
+        info = serving.read_serving_info(f"{root}/{base}/{version}")
+        assert info["version"] == version and info["source_model"] == source
+
+    # Loads from where the object store keeps it, with the local push's top-k.
+    names = serving.read_serving_info(pushed["destinations"]["brute_force"])["inputs"]
+    inputs = _retrieval_inputs(export_dir, names)
+    for variant in ("brute_force", "scann"):
+        remote = _load_in_fresh_process(
+            variant, remote_fs.local_path(pushed["destinations"][variant]), 20, inputs)
+        local = _load_in_fresh_process(variant, local_push["destinations"][variant], 20,
+                                       inputs)
+        assert remote["movie_ids"] == local["movie_ids"], variant
+        assert remote["excluding"] == local["excluding"], variant
+        np.testing.assert_allclose(remote["scores"], local["scores"], rtol=1e-5, atol=1e-6)
+
+    # The same source again: nothing new is written.
+    before = serving_tree(remote_fs.local_path(root))
+    again = push()
+    assert again["already_pushed"] and again["version"] == version
+    assert serving_tree(remote_fs.local_path(root)) == before
+
+    # A new model whose upload fails at a saved_model.pb: no loadable new version, and
+    # nothing of it is left; the next push gets a higher version.
+    refused = _failing_on(monkeypatch, lambda dst: dst.endswith("/saved_model.pb"))
+    with pytest.raises(OSError, match="upload of"):
+        push(source=source + "-retrained")
+    failed = int(refused[0].split("/")[-2])
+    assert failed > version
+    for base in ("retrieval", "retrieval_scann"):
+        assert serving.versions(f"{root}/{base}") == [version]
+        assert os.listdir(remote_fs.local_path(f"{root}/{base}")) == [str(version)]
+    monkeypatch.undo()
+    retried = push(source=source + "-retrained")
+    assert not retried.get("already_pushed") and retried["version"] > failed
+    for base in ("retrieval", "retrieval_scann"):
+        assert serving.versions(f"{root}/{base}") == [version, retried["version"]]
+        assert serving.read_serving_info(f"{root}/{base}/{retried['version']}")[
+            "source_model"] == source + "-retrained"
+
+
 # ---------------------------------------------------------------------------------------
 # Publishing and tuning (no pipeline).
 
@@ -186,9 +274,118 @@ def test_a_failed_build_publishes_nothing(tmp_path):
     assert all(os.listdir(base) == [] for base in bases)
 
 
-def test_push_refuses_a_model_that_is_not_blessed(tmp_path):
-    from components.pusher import executor
+def _saved_model_writer(content):
+    """A stand-in build: saved_model.pb, a variables file and an asset."""
+    def build(directory):
+        for name in ("variables/variables.index", "assets.extra/serving.json",
+                     "saved_model.pb"):
+            os.makedirs(os.path.dirname(os.path.join(directory, name)), exist_ok=True)
+            with open(os.path.join(directory, name), "w") as handle:
+                handle.write(content)
+    return build
 
+
+def _local_files(base):
+    """{relative path: content} of every file under a remote:// base path."""
+    local, files = remote_fs.local_path(base), {}
+    for directory, _, names in os.walk(local):
+        for name in names:
+            with open(os.path.join(directory, name)) as handle:
+                files[os.path.relpath(os.path.join(directory, name), local)] = handle.read()
+    return files
+
+
+def test_publish_to_an_object_store_uploads_saved_model_pb_last(tmp_path, monkeypatch):
+    root = remote_fs.install(tmp_path / "bucket")
+    bases = [root + "serving/retrieval", root + "serving/retrieval_scann"]
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(staging))   # where variants are built
+    uploads = []
+    real_copy = fileio.copy
+    monkeypatch.setattr(fileio, "copy", lambda src, dst, overwrite=False: (
+        uploads.append(str(dst)), real_copy(src, dst, overwrite))[1])
+
+    published = serving.publish({base: _saved_model_writer("one") for base in bases}, 100)
+    assert published == {base: base + "/100" for base in bases}
+    assert len(uploads) == 6
+    # Every other file of every variant first, then each saved_model.pb.
+    assert [os.path.basename(u) for u in uploads[-2:]] == ["saved_model.pb"] * 2
+    assert not any(u.endswith("saved_model.pb") for u in uploads[:-2])
+    for base in bases:
+        assert _local_files(base) == {f"100/{name}": "one" for name in (
+            "saved_model.pb", "variables/variables.index", "assets.extra/serving.json")}
+        assert serving.versions(base) == [100]
+        assert serving.latest_version_dir(base) == base + "/100"
+    assert os.listdir(staging) == []                      # the local builds are gone
+    with pytest.raises(FileExistsError):
+        serving.publish({base: _saved_model_writer("two") for base in bases}, 100)
+    assert all(set(_local_files(base).values()) == {"one"} for base in bases)
+    assert serving.next_version(bases, now=50) == 101
+
+
+def test_a_failed_upload_removes_its_version_and_a_leftover_number_is_never_reused(
+        tmp_path, monkeypatch):
+    root = remote_fs.install(tmp_path / "bucket")
+    bases = [root + "serving/retrieval", root + "serving/retrieval_scann"]
+    serving.publish({base: _saved_model_writer("one") for base in bases}, 100)
+    before = {base: _local_files(base) for base in bases}
+
+    # The last saved_model.pb fails: the other variant's complete version goes too.
+    _failing_on(monkeypatch, lambda dst: dst == bases[1] + "/101/saved_model.pb")
+    with pytest.raises(OSError):
+        serving.publish({base: _saved_model_writer("two") for base in bases}, 101)
+    assert {base: _local_files(base) for base in bases} == before
+    assert serving.next_version(bases, now=0) == 101
+
+    # An interrupted upload (the clean-up fails too) leaves a version directory without
+    # saved_model.pb: not loadable, not the latest, and its number is never reused.
+    monkeypatch.undo()
+    _failing_on(monkeypatch, lambda dst: dst.endswith("/101/saved_model.pb"))
+    monkeypatch.setattr(fileio, "rmtree", lambda path: (_ for _ in ()).throw(
+        OSError("connection lost")))
+    with pytest.raises(OSError, match="upload of"):
+        serving.publish({base: _saved_model_writer("two") for base in bases}, 101)
+    for base in bases:
+        assert sorted(os.listdir(remote_fs.local_path(base))) == ["100", "101"]
+        assert "101/saved_model.pb" not in _local_files(base)
+        assert serving.versions(base) == [100]
+        assert serving.latest_version_dir(base) == base + "/100"
+    assert serving.next_version(bases, now=0) == 102
+    with pytest.raises(FileExistsError):                  # never written into either
+        serving.publish({base: _saved_model_writer("three") for base in bases}, 101)
+
+
+def test_variants_whose_latest_versions_differ_are_pushed_again(tmp_path, monkeypatch):
+    """An upload interrupted between the variants' saved_model.pb: the brute-force
+    variant has the model's version, the ScaNN variant does not; pushing the same model
+    again publishes a new version of both instead of reporting it as pushed."""
+    root = remote_fs.install(tmp_path / "bucket") + "serving"
+    bases = {"brute_force": root + "/retrieval", "scann": root + "/retrieval_scann"}
+
+    def with_source(source):
+        def build(directory):
+            _saved_model_writer("x")(directory)
+            with open(os.path.join(directory, "assets.extra", "serving.json"), "w") as handle:
+                json.dump({"source_model": source}, handle)
+        return build
+
+    serving.publish({base: with_source("old") for base in bases.values()}, 100)
+    serving.publish({bases["brute_force"]: with_source("new")}, 101)
+    built = []
+    monkeypatch.setattr(executor, "_retrieval_builders", lambda model_dir, bases_, *_: (
+        built.append(model_dir) or {b: with_source("new") for b in bases_.values()}, {}))
+
+    result = executor.push("model", root, "retrieval", "retrieval", True, source="new",
+                           now=0)
+    assert built == ["model"] and not result.get("already_pushed")
+    assert result["version"] == 102
+    assert all(serving.versions(base)[-1] == 102 for base in bases.values())
+    again = executor.push("model", root, "retrieval", "retrieval", True, source="new")
+    assert again["already_pushed"] and again["version"] == 102 and built == ["model"]
+
+
+def test_push_refuses_a_model_that_is_not_blessed(tmp_path):
     result = executor.push(str(tmp_path / "model"), str(tmp_path / "serving"), "retrieval",
                            "retrieval", blessed=False)
     assert result["pushed"] is False

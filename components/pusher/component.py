@@ -49,7 +49,8 @@ class RecommenderPusherSpec(component_spec.ComponentSpec):
 class RecommenderPusher(base_component.BaseComponent):
     """Args:
       model, model_blessing: the Trainer's model and its Evaluator's blessing.
-      serving_root: the base directory of every served model.
+      serving_root: the base directory of every served model: local, or on an object
+        store such as ``gs://`` (see components/pusher/serving.py for how each publishes).
       model_name: the model's directory under it ("retrieval", "sequential", ...).
       model_kind: ``hparams["model"]`` ("retrieval", "multitask", "sequential" get the
         index variants; "ranking" is pushed as exported).

@@ -1,7 +1,10 @@
 """RecommenderPusher's executor: check the blessing, build the served variants, publish.
 
 :func:`push` is the whole job as a plain function (the tests and ``benchmarks/ann.py``
-call it directly); :class:`Executor` adapts it to TFX artifacts.
+call it directly); :class:`Executor` adapts it to TFX artifacts. The Trainer's export,
+the serving root and ``push.json`` may be local or on an object store (``gs://``): files
+go through TFX's ``fileio``, and components/pusher/serving.py says how a version is
+published on each.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from absl import logging
 from tfx import types
 from tfx.dsl.components.base import base_executor
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
@@ -35,27 +39,24 @@ def push(model_dir: str, serving_root: str, model_name: str, model_kind: str,
     """Publishes the Trainer export ``model_dir`` if ``blessed``; returns what happened:
     ``{"pushed": bool, "version", "destinations": {variant: dir}, "reason", ...}``.
 
-    ``source`` identifies the model (its artifact URI): if the latest version already
-    holds the same source, nothing new is written and that version is reported.
+    ``source`` identifies the model (its artifact URI): if every variant's latest
+    loadable version is one version that holds the same source, nothing new is written
+    and that version is reported.
     """
     from components.pusher import serving  # pylint: disable=import-outside-toplevel
 
     source = source or model_dir
     if not blessed:
         return {"pushed": False, "reason": "the model is not blessed", "source": source}
-    if "://" in serving_root:
-        raise ValueError(
-            f"serving root {serving_root}: pushing needs a local (POSIX) file system, "
-            "where a version is written aside and renamed into place atomically")
     variants = ([serving.BRUTE_FORCE] if model_kind == RANKING
                 else [serving.BRUTE_FORCE, serving.SCANN])
     bases = {variant: serving.variant_base(serving_root, model_name, variant)
              for variant in variants}
-    latest = serving.latest_version_dir(bases[serving.BRUTE_FORCE])
-    if latest and _source_of(latest) == source:
-        return {"pushed": True, "already_pushed": True, "version": int(os.path.basename(latest)),
-                "destinations": {v: os.path.join(b, os.path.basename(latest))
-                                 for v, b in bases.items()}, "source": source}
+    latest = _served_version_of(bases, source)
+    if latest is not None:
+        return {"pushed": True, "already_pushed": True, "version": latest,
+                "destinations": {v: os.path.join(b, str(latest)) for v, b in bases.items()},
+                "source": source}
     version = serving.next_version(bases.values(), now)
     info = {"model_name": model_name, "model_kind": model_kind, "version": version,
             "source_model": source, "pushed_at": int(time.time()), "max_k": max_k}
@@ -73,33 +74,46 @@ def push(model_dir: str, serving_root: str, model_name: str, model_kind: str,
             "source": source, **details}
 
 
+def _served_version_of(bases: Dict[str, str], source: str) -> Optional[int]:
+    """The latest loadable version of every variant, if that is one version and it holds
+    ``source``. (An upload interrupted between two variants' ``saved_model.pb`` leaves the
+    variants' latest versions apart: then the model is pushed again, as a new version.)"""
+    from components.pusher import serving  # pylint: disable=import-outside-toplevel
+
+    latest = {max(serving.versions(base), default=None) for base in bases.values()}
+    if len(latest) != 1 or None in latest:
+        return None
+    (version,) = latest
+    brute_force = os.path.join(bases[serving.BRUTE_FORCE], str(version))
+    return version if _source_of(brute_force) == source else None
+
+
 def _source_of(version_dir: str) -> Optional[str]:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
     from components.pusher import serving  # pylint: disable=import-outside-toplevel
 
     try:
         return serving.read_serving_info(version_dir).get("source_model")
-    except (OSError, ValueError):
+    except (OSError, ValueError, tf.errors.OpError):  # tf.io.gfile: OpError, not OSError
         return None
 
 
 def _copy_model(model_dir: str, target: str, info: Dict) -> None:
-    import shutil  # pylint: disable=import-outside-toplevel
-
     from components.pusher import serving  # pylint: disable=import-outside-toplevel
 
-    shutil.copytree(model_dir, target)
+    serving.copy_tree(model_dir, target)
     serving.copy_assets(model_dir, target, info)
 
 
 def _retrieval_builders(model_dir: str, bases: Dict[str, str], info: Dict, max_k: int,
                         scann_overrides: Optional[Mapping]):
-    import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from components.pusher import ann, serving  # pylint: disable=import-outside-toplevel
 
     extra = os.path.join(model_dir, serving.EXTRA_ASSETS)
-    candidates = np.load(os.path.join(extra, "candidates.npz"))
+    candidates = serving.load_npz(os.path.join(extra, "candidates.npz"))
     movie_ids, embeddings = candidates["movie_ids"], candidates["embeddings"]
     titles_by_id = serving.load_titles(os.path.join(extra, "movies.tsv"))
     titles = [titles_by_id.get(int(movie_id), "") for movie_id in movie_ids]
@@ -161,6 +175,6 @@ class Executor(base_executor.BaseExecutor):
                 _PUSHED_DESTINATION, result["destinations"]["brute_force"])
         else:
             logging.info("Not pushed: %s", result["reason"])
-        os.makedirs(pushed_model.uri, exist_ok=True)
-        with open(os.path.join(pushed_model.uri, PUSH_FILE), "w") as handle:
+        fileio.makedirs(pushed_model.uri)
+        with fileio.open(os.path.join(pushed_model.uri, PUSH_FILE), "w") as handle:
             json.dump(result, handle, indent=2, sort_keys=True)

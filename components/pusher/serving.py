@@ -24,26 +24,52 @@ Signatures of the retrieval-like variants (``B`` queries)::
 variant, version, inputs, index parameters, source model), ``movies.tsv``, ``users.tsv``,
 ``rated.npz`` and ``metrics.json`` from the Trainer.
 
-Publishing (:func:`publish`): every variant is written beside its final place (a hidden
-``.tmp-*`` directory under the same base path, which TF Serving ignores), then renamed
-to ``<version>`` -- a rename within one file system is atomic, so a server never sees a
-half-written version. Versions are integers (Unix seconds, or one more than the highest
-present if that is larger), never reused: a version that exists is never overwritten.
+File systems: the serving root and the Trainer's export may be local or on an object
+store (``gs://`` on Kubeflow / Vertex AI), so every file here is read and written through
+TFX's ``fileio`` (which hands ``gs://`` to ``tf.io.gfile``). TensorFlow itself saves the
+SavedModels (and the ScaNN index) into local directories only: a variant is always built
+locally, then moved to where it is served.
+
+Publishing (:func:`publish`): a server must never see a half-written version, and a
+version that exists is never overwritten (FileExistsError). Versions are integers (Unix
+seconds, or one more than the highest present if that is larger).
+
+* Local serving root -- atomic: every variant is written beside its final place (a hidden
+  ``.tmp-*`` directory under the same base path, which TF Serving ignores), then renamed
+  to ``<version>``; a rename within one file system is atomic.
+* Object store -- ``saved_model.pb`` last: there is no atomic rename of a directory, so
+  every variant is built in a local temporary directory, then uploaded file by file into
+  ``<base>/<version>``, every variant's other files first and each ``saved_model.pb``
+  last. TF Serving treats a version as loadable only once its ``saved_model.pb`` is there
+  (a load before that fails and is retried), so it never loads a partial one. A failed
+  upload removes what it wrote of this version, in every variant (best effort: an
+  interrupted process leaves it), and raises. Nothing locks the root against a second
+  Pusher of the same model at the same moment (a pipeline runs one at a time).
+
+Which versions count: :func:`versions` lists the loadable ones, integer directories that
+hold ``saved_model.pb`` (locally that is each of them: they appear by rename; on an
+object store not one an interrupted upload left behind), so the latest version is one a
+server can load. :func:`next_version` counts every integer directory, complete or not:
+reusing the number of a leftover would mix its files into the new version.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import components  # noqa: F401  (Keras 2 before TensorFlow)
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
+from tfx.dsl.io import fileio
 
 from components.pusher import ann
 
@@ -61,6 +87,7 @@ SCORES, MOVIE_IDS, TITLES = "scores", "movie_ids", "titles"
 QUERY_SIGNATURE = "serving_default"  # of the Trainer's export
 QUERY_OUTPUT = "query_embedding"
 COPIED_ASSETS = ("movies.tsv", "users.tsv", "rated.npz", "metrics.json")
+SAVED_MODEL_FILE = "saved_model.pb"  # TF Serving loads a version once this is there
 
 
 def variant_base(serving_root: str, model_name: str, variant: str) -> str:
@@ -68,12 +95,25 @@ def variant_base(serving_root: str, model_name: str, variant: str) -> str:
     return os.path.join(serving_root, model_name + (SCANN_SUFFIX if variant == SCANN else ""))
 
 
-def versions(base: str) -> List[int]:
-    """The published versions under a base path, ascending."""
-    if not os.path.isdir(base):
+def is_local(path: str) -> bool:
+    """A path of this machine's file system (no ``scheme://``)."""
+    return "://" not in path
+
+
+def _version_dirs(base: str) -> List[int]:
+    """Every integer-named directory under ``base``, complete or not, ascending."""
+    if not fileio.isdir(base):
         return []
-    return sorted(int(name) for name in os.listdir(base)
-                  if name.isdigit() and os.path.isdir(os.path.join(base, name)))
+    names = [name.rstrip("/") for name in fileio.listdir(base)]  # gs:// lists "1/"
+    return sorted(int(name) for name in names
+                  if name.isdigit() and fileio.isdir(os.path.join(base, name)))
+
+
+def versions(base: str) -> List[int]:
+    """The loadable versions under a base path (those holding ``saved_model.pb``; see
+    the module docstring), ascending."""
+    return [version for version in _version_dirs(base)
+            if fileio.exists(os.path.join(base, str(version), SAVED_MODEL_FILE))]
 
 
 def latest_version_dir(base: str) -> Optional[str]:
@@ -82,28 +122,43 @@ def latest_version_dir(base: str) -> Optional[str]:
 
 
 def next_version(bases: Iterable[str], now: Optional[float] = None) -> int:
-    """Unix seconds, or one more than the highest version under any of ``bases``."""
-    highest = max((v for base in bases for v in versions(base)), default=0)
+    """Unix seconds, or one more than the highest version directory (loadable or left
+    by an interrupted upload) under any of ``bases``."""
+    highest = max((v for base in bases for v in _version_dirs(base)), default=0)
     return max(int(time.time() if now is None else now), highest + 1)
 
 
 def publish(builders: Dict[str, Callable[[str], None]], version: int) -> Dict[str, str]:
-    """Writes each ``{base path: build(directory)}`` aside, then renames all into
-    ``<base>/<version>``. Raises FileExistsError (leaving every existing version as it
-    was) when a ``<base>/<version>`` exists. Returns ``{base: final directory}``."""
+    """Builds each ``{base path: build(directory)}`` (``directory`` does not exist yet)
+    and publishes them all as ``<base>/<version>``: by rename on a local file system, by
+    upload with ``saved_model.pb`` last elsewhere (module docstring). Raises
+    FileExistsError (leaving every existing version as it was) when a
+    ``<base>/<version>`` exists. Returns ``{base: final directory}``."""
+    for base in builders:
+        _refuse_existing(base, version)
+    if all(is_local(base) for base in builders):
+        return _publish_by_rename(builders, version)
+    return _publish_by_upload(builders, version)
+
+
+def _refuse_existing(base: str, version: int, when: str = "exists") -> str:
+    final = os.path.join(base, str(version))
+    if fileio.exists(final):
+        raise FileExistsError(f"version {version} {when} under {base}")
+    return final
+
+
+def _publish_by_rename(builders: Dict[str, Callable[[str], None]],
+                       version: int) -> Dict[str, str]:
     staged: Dict[str, str] = {}
     try:
         for base, build in builders.items():
-            if os.path.exists(os.path.join(base, str(version))):
-                raise FileExistsError(f"version {version} exists under {base}")
             os.makedirs(base, exist_ok=True)
             staged[base] = os.path.join(base, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
             build(staged[base])
         published = {}
         for base, tmp in staged.items():
-            final = os.path.join(base, str(version))
-            if os.path.exists(final):
-                raise FileExistsError(f"version {version} appeared under {base}")
+            final = _refuse_existing(base, version, "appeared")
             os.rename(tmp, final)
             published[base] = final
         return published
@@ -111,6 +166,69 @@ def publish(builders: Dict[str, Callable[[str], None]], version: int) -> Dict[st
         for tmp in staged.values():
             if os.path.isdir(tmp):
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish_by_upload(builders: Dict[str, Callable[[str], None]],
+                       version: int) -> Dict[str, str]:
+    staging = tempfile.mkdtemp(prefix=f"publish-{version}-")
+    try:
+        built = {}
+        for number, (base, build) in enumerate(builders.items()):
+            built[base] = os.path.join(staging, str(number))
+            build(built[base])
+        uploaded: List[str] = []
+        try:
+            for base, local in built.items():         # everything but saved_model.pb ...
+                final = _refuse_existing(base, version, "appeared")
+                uploaded.append(final)
+                copy_tree(local, final, skip=(SAVED_MODEL_FILE,))
+            for local, final in zip(built.values(), uploaded):  # ... then it: loadable
+                fileio.copy(os.path.join(local, SAVED_MODEL_FILE),
+                            os.path.join(final, SAVED_MODEL_FILE))
+        except BaseException:
+            for final in uploaded:
+                _remove_quietly(final)
+            raise
+        logging.info("Uploaded version %d: %s", version, uploaded)
+        return dict(zip(built, uploaded))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_quietly(directory: str) -> None:
+    """Best effort: the error that made us clean up is the one to raise."""
+    try:
+        if fileio.exists(directory):
+            fileio.rmtree(directory)
+    except Exception as error:  # pylint: disable=broad-except
+        logging.warning("Could not remove the partial upload %s: %s", directory, error)
+
+
+def copy_tree(source: str, target: str, skip: Sequence[str] = ()) -> None:
+    """Copies the directory ``source`` into ``target`` (created; each on any file system
+    ``fileio`` knows) file by file, leaving out the top-level files named in ``skip``."""
+    source = source.rstrip("/")
+    for directory, _, files in fileio.walk(source):
+        relative = directory[len(source):].strip("/")
+        into = os.path.join(target, relative) if relative else target
+        fileio.makedirs(into)
+        for name in files:
+            if not (relative == "" and name in skip):
+                fileio.copy(os.path.join(directory, name), os.path.join(into, name))
+
+
+def read_text(path: str) -> str:
+    """A UTF-8 text file on any file system (``fileio``'s text mode would decode with
+    the locale's encoding on some)."""
+    with fileio.open(path, "rb") as handle:
+        return handle.read().decode("utf-8")
+
+
+def load_npz(path: str) -> Dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file on any file system."""
+    with fileio.open(path, "rb") as handle:
+        with np.load(io.BytesIO(handle.read())) as data:
+            return {name: data[name] for name in data.files}
 
 
 # ---------------------------------------------------------------------------------------
@@ -238,27 +356,33 @@ def copy_assets(source_model_dir: str, export_dir: str, info: Dict) -> None:
     """The Trainer's assets.extra files serving needs, plus ``serving.json``."""
     source = os.path.join(source_model_dir, EXTRA_ASSETS)
     target = os.path.join(export_dir, EXTRA_ASSETS)
-    os.makedirs(target, exist_ok=True)
+    fileio.makedirs(target)
     for name in COPIED_ASSETS:
-        if os.path.exists(os.path.join(source, name)):
-            shutil.copy(os.path.join(source, name), os.path.join(target, name))
-    with open(os.path.join(target, SERVING_INFO), "w") as handle:
+        if fileio.exists(os.path.join(source, name)):
+            fileio.copy(os.path.join(source, name), os.path.join(target, name),
+                        overwrite=True)
+    with fileio.open(os.path.join(target, SERVING_INFO), "w") as handle:
         json.dump(info, handle, indent=2, sort_keys=True)
 
 
 def read_serving_info(model_dir: str) -> Dict:
-    with open(os.path.join(model_dir, EXTRA_ASSETS, SERVING_INFO)) as handle:
+    with fileio.open(os.path.join(model_dir, EXTRA_ASSETS, SERVING_INFO)) as handle:
         return json.load(handle)
 
 
+def read_movies(movies_tsv: str) -> List[Tuple[int, int, str]]:
+    """``movies.tsv`` (the Trainer's vocabulary, most rated first): (movie id, rating
+    count, title) rows."""
+    rows = []
+    for line in read_text(movies_tsv).split("\n"):
+        fields = line.rstrip("\r").split("\t")
+        if len(fields) >= 3:
+            rows.append((int(fields[0]), int(fields[1]), fields[2]))
+    return rows
+
+
 def load_titles(movies_tsv: str) -> Dict[int, str]:
-    titles = {}
-    with open(movies_tsv, encoding="utf-8") as handle:
-        for line in handle:
-            fields = line.rstrip("\r\n").split("\t")
-            if len(fields) >= 3:
-                titles[int(fields[0])] = fields[2]
-    return titles
+    return {movie_id: title for movie_id, _, title in read_movies(movies_tsv)}
 
 
 class RatedMovies:
@@ -266,18 +390,18 @@ class RatedMovies:
     movies and latest timestamp."""
 
     def __init__(self, path: str):
-        data = np.load(path)
+        data = load_npz(path)
         self.user_ids = data["user_ids"]
         self.row_splits = data["row_splits"]
         self.movie_ids = data["movie_ids"]
-        self.last_timestamps = (data["last_timestamps"] if "last_timestamps" in data.files
+        self.last_timestamps = (data["last_timestamps"] if "last_timestamps" in data
                                 else np.zeros(len(self.user_ids), np.int64))
         self._index = {int(user): i for i, user in enumerate(self.user_ids)}
 
     @classmethod
     def of_model(cls, model_dir: str) -> Optional["RatedMovies"]:
         path = os.path.join(model_dir, EXTRA_ASSETS, "rated.npz")
-        return cls(path) if os.path.exists(path) else None
+        return cls(path) if fileio.exists(path) else None
 
     def __contains__(self, user) -> bool:
         return int(user) in self._index

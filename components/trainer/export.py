@@ -28,6 +28,7 @@ The Pusher builds the served models (with the index) from it and ``candidates.np
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -217,6 +218,13 @@ def rated_movies(hparams: models.HParams, vocabulary: F.Vocabulary,
 
 
 def save_rated_movies(rated: Dict[str, np.ndarray], directory: str) -> str:
-    path = os.path.join(directory, RATED_FILE)
-    np.savez(path, **rated)
+    return save_npz(os.path.join(directory, RATED_FILE), **rated)
+
+
+def save_npz(path: str, **arrays: np.ndarray) -> str:
+    """``np.savez`` onto any file system TensorFlow knows (the export may be on gs://)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    with tf.io.gfile.GFile(path, "wb") as handle:
+        handle.write(buffer.getvalue())
     return path

@@ -15,6 +15,8 @@ What lands where:
       metrics.json                    the eval-split metrics below, and the hyperparameters
   <model_run>/                        TensorBoard logs and the same metrics.json
 
+Files go through ``tf.io.gfile``: on Kubeflow / Vertex AI the artifacts are on ``gs://``.
+
 Metrics: retrieval-like models report top-K accuracy over all movies (the tutorials'
 protocol) and ``*_excluding_rated`` (the user's training movies masked, as serving does);
 ranking and multitask report RMSE in stars.
@@ -24,13 +26,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from typing import Any, Dict, Optional
 
 import components  # noqa: F401  (Keras 2 before TensorFlow)
 
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from absl import logging
@@ -88,18 +88,23 @@ def export(model, hparams: models.HParams, vocabulary: F.Vocabulary, vocabulary_
     export_lib.save(export_lib.export_module(
         model, hparams, vocabulary, slices or export_lib.SliceSpec(), catalogue), serving_dir)
     extra = os.path.join(serving_dir, EXTRA_ASSETS)
-    os.makedirs(extra, exist_ok=True)
+    tf.io.gfile.makedirs(extra)
     if catalogue is not None:
-        np.savez(os.path.join(extra, CANDIDATES_FILE), movie_ids=vocabulary.movie_ids,
-                 embeddings=catalogue)
+        export_lib.save_npz(os.path.join(extra, CANDIDATES_FILE),
+                            movie_ids=vocabulary.movie_ids, embeddings=catalogue)
     if history_files:
         export_lib.save_rated_movies(
             export_lib.rated_movies(hparams, vocabulary, history_files), extra)
     for name in (F.MOVIES_FILE, F.USERS_FILE):
-        if os.path.exists(os.path.join(vocabulary_dir, name)):
-            shutil.copy(os.path.join(vocabulary_dir, name), os.path.join(extra, name))
-    with open(os.path.join(extra, METRICS_FILE), "w") as handle:
-        json.dump(metrics, handle, indent=2, sort_keys=True)
+        if tf.io.gfile.exists(os.path.join(vocabulary_dir, name)):
+            tf.io.gfile.copy(os.path.join(vocabulary_dir, name), os.path.join(extra, name),
+                             overwrite=True)
+    _write_metrics(extra, metrics)
+
+
+def _write_metrics(directory: str, metrics: Dict[str, Any]) -> None:
+    with tf.io.gfile.GFile(os.path.join(directory, METRICS_FILE), "w") as handle:
+        handle.write(json.dumps(metrics, indent=2, sort_keys=True))
 
 
 def run_fn(fn_args) -> None:
@@ -129,8 +134,7 @@ def run_fn(fn_args) -> None:
     metrics["train_seconds"] = round(time.time() - started, 1)
     metrics["hparams"] = hparams.to_dict()
     logging.info("%s eval metrics: %s", hparams.model, json.dumps(metrics, sort_keys=True))
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, METRICS_FILE), "w") as handle:
-        handle.write(json.dumps(metrics, indent=2, sort_keys=True))
+    _write_metrics(fn_args.model_run_dir, metrics)
     export(model, hparams, vocabulary, vocabulary_dir, fn_args.serving_model_dir, metrics,
            slices=export_lib.SliceSpec.from_dict(config.get(SLICES_CONFIG)),
            history_files=[fn_args.train_files, fn_args.eval_files])
