@@ -21,16 +21,22 @@ from tfx.types import artifact, component_spec, standard_artifacts
 from components.example_gen import executor
 
 
+# The artifact types' names are their import paths: a compiled Kubeflow v2 / Vertex
+# pipeline carries a custom type as its TYPE_NAME alone (KFP's schema title,
+# <namespace>.<Name>), and TFX's container entry point imports that path to rebuild the
+# artifact. components/__init__.py makes both classes attributes of ``components``.
+
+
 class MovieLensVocabulary(artifact.Artifact):
     """Vocabulary files of one example generation run (see the module docstring)."""
 
-    TYPE_NAME = "movielens.Vocabulary"  # KFP v2 wants <namespace>.<Name>
+    TYPE_NAME = "components.MovieLensVocabulary"
 
 
 class ExampleGenStatistics(artifact.Artifact):
     """statistics.json of one example generation run."""
 
-    TYPE_NAME = "movielens.ExampleGenStatistics"
+    TYPE_NAME = "components.ExampleGenStatistics"
 
 
 class MovieLensExampleGenSpec(component_spec.ComponentSpec):
