@@ -106,6 +106,7 @@ class CuratedSchemaGenExecutor(base_executor.BaseExecutor):
         parse_schema(text, source)
         path = os.path.join(artifact_utils.get_single_uri(output_dict[SCHEMA_KEY]),
                             SCHEMA_FILE_NAME)
+        fileio.makedirs(os.path.dirname(path))  # not made for us on every orchestrator
         with fileio.open(path, "w") as handle:  # verbatim, with the reviewers' comments
             handle.write(text)
         logging.info("CuratedSchemaGen: %s -> %s", source, path)
