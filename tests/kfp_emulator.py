@@ -21,11 +21,19 @@ pipeline run:
   ``{{$}}`` replaced by that ExecutorInput's JSON, in a subprocess whose environment is
   the Dockerfile's (``PYTHONPATH`` = the repository, ``TF_USE_LEGACY_KERAS=1``) and whose
   working directory is the repository (the image's WORKDIR);
-* reads each task's executor output file for its output artifacts.
+* reads each task's executor output file for its output artifacts, and records them (type,
+  resource name, uri, metadata, creation order) in a :class:`MetadataStore`, as Vertex
+  ML Metadata does in the pipeline's context;
+* answers each resolver task (``resolver.outputArtifactQueries``: TFX's compiled
+  latest-blessed-model resolver) by evaluating its filter against that store: the latest
+  (most recently created) match, or nothing. A placeholder
+  ``{{$.inputs.artifacts['<key>'].metadata['<field>']}}`` in a filter is filled from the
+  artifact the task's input ``<key>`` is wired to (the blessing the model query follows).
 
-Resolver tasks (metadata queries) are answered as on a pipeline's first run: nothing
-resolved, so their consumers get no artifact for that input. The cache is not emulated:
-every container task runs.
+Several runs of one compiled spec share a store (pass the first run's ``store`` to the
+next), so a second run's resolvers find what the first run's tasks produced: each
+Evaluator's baseline, on Vertex, comes only from those queries. Every recorded artifact
+is taken to be LIVE. The cache is not emulated: every container task of every run runs.
 """
 
 from __future__ import annotations
@@ -35,13 +43,87 @@ import dataclasses
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Dict, List, Optional, Set
 
+import yaml
+
 EXECUTOR_INPUT_PLACEHOLDER = "{{$}}"
 _ARTIFACT_NAME = "projects/emulator/locations/local/metadataStores/default/artifacts/{}"
+# {{$.inputs.artifacts['input'].metadata['current_model_id']}} in a resolver's filter
+_INPUT_METADATA_PLACEHOLDER = re.compile(
+    r"\{\{\$\.inputs\.artifacts\['([^']+)'\]\.metadata\['([^']+)'\]\}\}")
+
+
+def schema_title(artifact_type: Dict[str, Any]) -> str:
+    """The title of a compiled ``ArtifactTypeSchema`` (given directly or in its YAML)."""
+    if "schemaTitle" in artifact_type:
+        return artifact_type["schemaTitle"]
+    return yaml.safe_load(artifact_type["instanceSchema"])["title"]
+
+
+def matches(query_filter: str, artifact: Dict[str, Any]) -> bool:
+    """Whether ``artifact`` (name, type, uri, metadata) meets a compiled Vertex ML Metadata
+    filter: clauses ``schema_title="<title>"``, ``name="<resource name>"``,
+    ``state=LIVE`` (every artifact of the emulated store is live) and
+    ``metadata.<key>.<number|string>_value=<value>``, joined by `` AND ``. Any other clause
+    raises ValueError: answering a query the emulator does not understand would show
+    nothing."""
+    for clause in query_filter.split(" AND "):
+        title = re.fullmatch(r'schema_title="(.+)"', clause)
+        name = re.fullmatch(r'name="(.+)"', clause)
+        field = re.fullmatch(r"metadata\.(\w+)\.(number|string)_value=(.+)", clause)
+        if title:
+            if schema_title(artifact["type"]) != title.group(1):
+                return False
+        elif name:
+            if artifact["name"] != name.group(1):
+                return False
+        elif field:
+            key, kind, expected = field.groups()
+            value = artifact["metadata"].get(key)
+            if (value != float(expected) if kind == "number"
+                    else value != json.loads(expected)):
+                return False
+        elif clause != "state=LIVE":
+            raise ValueError(f"a filter clause the emulator does not evaluate: {clause!r}")
+    return True
+
+
+class MetadataStore:
+    """The artifacts the emulated runs of one pipeline produced, in creation order, as
+    Vertex ML Metadata keeps them for the pipeline's context. Also hands out the ids of
+    resource names and task directories, unique across runs."""
+
+    def __init__(self):
+        self.artifacts: List[Dict[str, Any]] = []  # {name, type, uri, metadata}
+        self.runs = 0
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def next_id(self) -> int:
+        with self._lock:
+            return next(self._ids)
+
+    def record(self, artifact: Dict[str, Any]) -> None:
+        """Keeps ``artifact`` (a task's output, as the backend records it)."""
+        with self._lock:
+            self.artifacts.append(artifact)
+
+    def latest(self, query_filter: str) -> Optional[Dict[str, Any]]:
+        """The most recently created artifact that ``query_filter`` matches, or None.
+        (Resource names are minted in creation order, as a task starts.)"""
+        with self._lock:
+            found = [a for a in self.artifacts if matches(query_filter, a)]
+        return max(found, key=_creation_order, default=None)
+
+
+def _creation_order(artifact: Dict[str, Any]) -> int:
+    return int(artifact["name"].rsplit("/", 1)[1])
 
 
 @dataclasses.dataclass
@@ -50,6 +132,9 @@ class TaskRun:
 
     name: str
     kind: str  # "container" or "resolver"
+    # Output artifacts by key, as the backend records them (name, type, uri, metadata);
+    # a resolver's: what its query found (an empty list: nothing).
+    artifacts: Dict[str, List[Dict[str, Any]]] = dataclasses.field(default_factory=dict)
     executor_input: Dict[str, Any] = dataclasses.field(default_factory=dict)
     hook_returncode: Optional[int] = None  # the preCacheCheck command's, if any
     hook_output: Optional[Dict[str, Any]] = None  # the output file after the hook
@@ -70,16 +155,18 @@ class TaskRun:
             return handle.read()
 
     def output_artifact(self, key: str) -> Dict[str, Any]:
-        """The single output artifact ``key`` as the backend records it (uri, metadata)."""
-        (artifact,) = self.executor_input["outputs"]["artifacts"][key]["artifacts"]
+        """The single output artifact ``key`` as the backend records it."""
+        (artifact,) = self.artifacts[key]
         return artifact
 
 
 class PipelineEmulator:
-    """One run of the compiled ``job`` (the JSON KubeflowV2DagRunner writes)."""
+    """One run of the compiled ``job`` (the JSON KubeflowV2DagRunner writes); ``store``
+    holds the artifacts of the pipeline's earlier runs (None: this is its first run)."""
 
     def __init__(self, job: Dict[str, Any], pipeline_root: str, repo: str,
-                 parallel: int = 2, timeout: float = 600):
+                 parallel: int = 2, timeout: float = 600,
+                 store: Optional[MetadataStore] = None):
         spec = job["pipelineSpec"]
         if not spec.get("schemaVersion", "2.0.0").startswith("2.0"):
             raise ValueError(f"only pipeline spec 2.0 is emulated, not "
@@ -92,7 +179,11 @@ class PipelineEmulator:
         self.parallel = parallel
         self.timeout = timeout
         self.runs: Dict[str, TaskRun] = {}
-        self._ids = itertools.count(1)
+        self.store = store or MetadataStore()
+        self.store.runs += 1
+        # As on Vertex: <pipeline root>/<job>/<task>_<task id>/<output key>
+        self.job_root = os.path.join(
+            pipeline_root, f"{spec['pipelineInfo']['name']}-run-{self.store.runs}")
 
     def environment(self) -> Dict[str, str]:
         """The Dockerfile's ENV over this process's environment."""
@@ -149,10 +240,10 @@ class PipelineEmulator:
     def _run_task(self, task: str) -> TaskRun:
         executor = self.executor_spec(task)
         if "resolver" in executor:
-            return TaskRun(task, "resolver")  # a first run: no blessed model yet
+            return self._resolve(task, executor["resolver"])
         if "container" not in executor:
             raise ValueError(f"{task}: executor kind {sorted(executor)} is not emulated")
-        task_root = os.path.join(self.pipeline_root, f"{task}_{next(self._ids)}")
+        task_root = os.path.join(self.job_root, f"{task}_{self.store.next_id()}")
         os.makedirs(task_root)
         run = TaskRun(task, "container", executor_input=self.executor_input(task, task_root),
                       log_path=os.path.join(task_root, "log.txt"))
@@ -174,6 +265,40 @@ class PipelineEmulator:
             (written,) = produced["artifacts"]
             artifact["uri"] = written.get("uri", artifact["uri"])
             artifact["metadata"] = written.get("metadata", {})
+        run.artifacts = {key: value["artifacts"] for key, value
+                         in run.executor_input["outputs"]["artifacts"].items()}
+        if run.succeeded:
+            for artifacts in run.artifacts.values():
+                for artifact in artifacts:
+                    self.store.record(artifact)
+        return run
+
+    def _resolve(self, task: str, resolver: Dict[str, Any]) -> TaskRun:
+        """Answers each of the resolver's queries with the latest matching artifact of
+        the store; a placeholder naming an input that has no artifact, or a metadata
+        field it lacks, matches nothing."""
+        run = TaskRun(task, "resolver")
+        inputs = self.input_artifacts(task)
+
+        def fill(placeholder: re.Match) -> str:
+            key, field = placeholder.groups()
+            (artifact,) = inputs.get(key) or [{"metadata": {}}]
+            value = artifact["metadata"].get(field)
+            if value is None:
+                raise LookupError(placeholder.group(0))
+            return value if isinstance(value, str) else json.dumps(value)
+
+        for key, query in resolver["outputArtifactQueries"].items():
+            try:
+                query_filter = _INPUT_METADATA_PLACEHOLDER.sub(fill, query["filter"])
+            except LookupError:
+                run.artifacts[key] = []
+                continue
+            if "{{$" in query_filter:
+                raise ValueError(f"{task}: placeholders the emulator does not fill: "
+                                 f"{query_filter}")
+            found = self.store.latest(query_filter)
+            run.artifacts[key] = [found] if found else []
         return run
 
     def _call(self, command: List[str], args: List[str], executor_input: Dict[str, Any],
@@ -189,6 +314,16 @@ class PipelineEmulator:
         return subprocess.run(argv, cwd=self.repo, env=self.environment(), stdout=log,
                               stderr=subprocess.STDOUT, timeout=self.timeout).returncode
 
+    def input_artifacts(self, task: str) -> Dict[str, List[Dict[str, Any]]]:
+        """Each artifact input of ``task``: what its producer's output holds (a resolver
+        that found nothing: an empty list)."""
+        inputs = {}
+        for key, value in self.tasks[task].get("inputs", {}).get("artifacts", {}).items():
+            source = value["taskOutputArtifact"]
+            producer = self.runs[source["producerTask"]]
+            inputs[key] = producer.artifacts.get(source["outputArtifactKey"], [])
+        return inputs
+
     def executor_input(self, task: str, task_root: str) -> Dict[str, Any]:
         """The ExecutorInput (pipeline spec 2.0) the backend hands ``task``."""
         spec = self.tasks[task]
@@ -199,19 +334,13 @@ class PipelineEmulator:
                 raise ValueError(f"{task}.{key}: only constant parameters are emulated: "
                                  f"{value}")
             parameters[key] = value["runtimeValue"]["constantValue"]
-        artifacts = {}
-        for key, value in spec.get("inputs", {}).get("artifacts", {}).items():
-            source = value["taskOutputArtifact"]
-            producer = self.runs[source["producerTask"]]
-            if producer.kind == "resolver":
-                continue  # resolved nothing
-            artifacts[key] = {"artifacts": [
-                producer.output_artifact(source["outputArtifactKey"])]}
+        artifacts = {key: {"artifacts": found}
+                     for key, found in self.input_artifacts(task).items() if found}
         outputs = {}
         for key, definition in component.get("outputDefinitions", {}).get(
                 "artifacts", {}).items():
             outputs[key] = {"artifacts": [{
-                "name": _ARTIFACT_NAME.format(next(self._ids)),
+                "name": _ARTIFACT_NAME.format(self.store.next_id()),
                 "type": definition["artifactType"],
                 "uri": os.path.join(task_root, key),
                 "metadata": {},
