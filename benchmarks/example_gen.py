@@ -513,50 +513,43 @@ def run_side(side: str, data_dir: pathlib.Path, out_dir: pathlib.Path, seed: int
 # Checking that both sides wrote the same examples.
 
 
-def _canonical_digests(pattern: str):
-    """Sorted 64-bit digests of the canonical serialization of every record of ``pattern``."""
+def _digested_examples(pattern: str):
+    """Yields ``(digest, example)`` for every record of ``pattern``: the digest is 64 bits
+    of the example's canonical serialization (equal examples, equal digests, whatever
+    map order the writer used). The example object is reused between records."""
     # pylint: disable=import-outside-toplevel
     import glob
     import hashlib
     import warnings
 
     warnings.simplefilter("ignore")  # import-time FutureWarnings of google.api_core
-    import numpy as np
     import tensorflow as tf
     from tensorflow.core.example import example_pb2
 
     tf.get_logger().setLevel("ERROR")
-    digests = []
     example = example_pb2.Example()
     options = tf.io.TFRecordOptions(compression_type="GZIP")
     for path in sorted(glob.glob(pattern)):
         for record in tf.compat.v1.io.tf_record_iterator(path, options):
             example.ParseFromString(record)
             canonical = example.SerializeToString(deterministic=True)
-            digests.append(int.from_bytes(
-                hashlib.blake2b(canonical, digest_size=8).digest(), "little"))
+            yield (int.from_bytes(hashlib.blake2b(canonical, digest_size=8).digest(),
+                                  "little"), example)
+
+
+def _canonical_digests(pattern: str):
+    """Sorted 64-bit digests of the canonical serialization of every record of ``pattern``."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    digests = [digest for digest, _ in _digested_examples(pattern)]
     return np.sort(np.array(digests, dtype=np.uint64))
 
 
 def _example_text(pattern: str, digest: int) -> str:
     """The first example of ``pattern`` with that digest, as text (for a mismatch report)."""
-    # pylint: disable=import-outside-toplevel
-    import glob
-    import hashlib
-
-    import tensorflow as tf
-    from tensorflow.core.example import example_pb2
-
-    tf.get_logger().setLevel("ERROR")
-    example = example_pb2.Example()
-    options = tf.io.TFRecordOptions(compression_type="GZIP")
-    for path in sorted(glob.glob(pattern)):
-        for record in tf.compat.v1.io.tf_record_iterator(path, options):
-            example.ParseFromString(record)
-            canonical = example.SerializeToString(deterministic=True)
-            if int.from_bytes(hashlib.blake2b(canonical, digest_size=8).digest(),
-                              "little") == digest:
-                return str(example).replace("\n", " ")[:1500]
+    for found, example in _digested_examples(pattern):
+        if found == digest:
+            return str(example).replace("\n", " ")[:1500]
     return "(not found)"
 
 

@@ -398,33 +398,23 @@ def main(argv=None) -> int:
                 log(f"[{name}] sequential top-100 {figures['top_100']:.4f}, "
                     f"top-10 {figures['top_10']:.4f}")
 
-        if "retrieval" in only:
-            results["retrieval"] = run_retrieval("retrieval", presets["retrieval"], data)
+        runners = {"retrieval": run_retrieval, "ranking": run_ranking,
+                   "multitask": run_retrieval, "sequential": run_sequential}
+        for name in ("retrieval", "context", "ranking", "multitask", "sequential"):
+            if name not in only:
+                continue
+            if name == "context":  # the retrieval preset with and without timestamps
+                base = presets["retrieval"].to_dict()
+                results["retrieval_id_only"] = run_retrieval(
+                    "retrieval, ids only", M.HParams.from_dict({**base, **ID_ONLY}), data)
+                results["retrieval_timestamps"] = run_retrieval(
+                    "retrieval, ids + timestamps",
+                    M.HParams.from_dict({**base, **WITH_TIMESTAMPS}), data)
+                continue
+            results[name] = runners[name](name, presets[name], data)
             if run_tutorials:
-                results["tutorial_retrieval"] = run_retrieval(
-                    "tutorial retrieval", tutorials["retrieval"], data)
-        if "context" in only:
-            base = presets["retrieval"].to_dict()
-            results["retrieval_id_only"] = run_retrieval(
-                "retrieval, ids only", M.HParams.from_dict({**base, **ID_ONLY}), data)
-            results["retrieval_timestamps"] = run_retrieval(
-                "retrieval, ids + timestamps",
-                M.HParams.from_dict({**base, **WITH_TIMESTAMPS}), data)
-        if "ranking" in only:
-            results["ranking"] = run_ranking("ranking", presets["ranking"], data)
-            if run_tutorials:
-                results["tutorial_ranking"] = run_ranking(
-                    "tutorial ranking", tutorials["ranking"], data)
-        if "multitask" in only:
-            results["multitask"] = run_retrieval("multitask", presets["multitask"], data)
-            if run_tutorials:
-                results["tutorial_multitask"] = run_retrieval(
-                    "tutorial multitask", tutorials["multitask"], data)
-        if "sequential" in only:
-            results["sequential"] = run_sequential("sequential", presets["sequential"], data)
-            if run_tutorials:
-                results["tutorial_sequential"] = run_sequential(
-                    "tutorial sequential", tutorials["sequential"], data)
+                results[f"tutorial_{name}"] = runners[name](
+                    f"tutorial {name}", tutorials[name], data)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -32,22 +32,23 @@ from pipeline.configs import PipelineConfig
 
 def compile_pipeline(config: PipelineConfig, image: str, output_path: str) -> str:
     """Writes the KFP v2 pipeline spec of ``config``'s DAG to ``output_path``."""
-    from tfx.v1.orchestration.experimental import (  # pylint: disable=import-outside-toplevel
-        KubeflowV2DagRunner, KubeflowV2DagRunnerConfig)
+    # pylint: disable=import-outside-toplevel
+    from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
+    from tfx.v1.orchestration.experimental import (KubeflowV2DagRunner,
+                                                   KubeflowV2DagRunnerConfig)
 
     output_dir, output_filename = os.path.split(os.path.abspath(output_path))
     os.makedirs(output_dir, exist_ok=True)
     runner = KubeflowV2DagRunner(
         config=KubeflowV2DagRunnerConfig(default_image=image),
         output_dir=output_dir, output_filename=output_filename)
-    runner.run(pipeline_module.create_pipeline(config, local=False))
-    path = os.path.join(output_dir, output_filename)
-    with open(path) as handle:
-        job = json.load(handle)
+    job = runner.run(pipeline_module.create_pipeline(config, local=False), write_out=False)
     restrict_baselines_to_their_model(job["pipelineSpec"], config.training.models)
     fingerprint_data_before_cache_check(job["pipelineSpec"], config.beam_pipeline_args)
-    with open(path, "w") as handle:
-        json.dump(job, handle, indent=2, sort_keys=True)
+    path = os.path.join(output_dir, output_filename)
+    # TFX's own writer: JSON, or YAML for a .yaml / .yml output path.
+    kubeflow_v2_dag_runner._write_pipeline_spec_to_file(  # pylint: disable=protected-access
+        job, f"{config.pipeline_name}: compiled by pipeline_runner.py", path)
     return path
 
 

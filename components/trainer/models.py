@@ -829,7 +829,6 @@ class RetrievalModel(_TwoTowerModel):
         self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams)
 
 
-
 class RankingModel(_Model):
     """The ranking tutorial's model: user and movie embeddings -> dense 256-64-1.
 
