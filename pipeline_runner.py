@@ -26,9 +26,9 @@ import components  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 # an explicit TF_CPP_MIN_LOG_LEVEL still wins. Beam workers inherit the setting.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.filterwarnings("ignore", category=FutureWarning, module="google.api_core")
-from components import validation
+from components import contract, validation
 from data import download, movielens
-from pipeline import configs, local_lock
+from pipeline import configs, local_lock, options
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +49,10 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     defaults = configs.PipelineConfig(data_dir="")
-    eg = configs.ExampleGenConfig()
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="settings by section (example_gen, training, evaluation, "
+                             "serving), JSON or YAML; command-line options win over it "
+                             "(see pipeline/options.py)")
     parser.add_argument("--output-root", default=defaults.output_root,
                         help="where artifacts (pipeline_root/), the metadata store "
                              "(metadata.sqlite) and pushed models (serving/) go "
@@ -62,56 +65,27 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                         help="a Beam pipeline option, repeatable; replaces the default "
                              f"{' '.join(defaults.beam_pipeline_args)}")
     group = parser.add_argument_group("example generation")
-    group.add_argument("--min-rating", type=float, default=eg.min_rating,
-                       help="keep ratings >= this in the timelines (default: %(default)s)")
-    group.add_argument("--keep-all-ratings", action="store_true",
-                       help="no minimum rating (overrides --min-rating)")
-    group.add_argument("--min-timeline-length", type=int, default=eg.min_timeline_length,
-                       help="skip users with fewer kept ratings (default: %(default)s)")
-    group.add_argument("--max-context-length", type=int, default=eg.max_context_length,
-                       help="previous movies per example (default: %(default)s)")
-    group.add_argument("--max-context-movie-genre-length", type=int,
-                       default=eg.max_context_movie_genre_length,
-                       help="genres per example (default: %(default)s)")
-    group.add_argument("--split-strategy", default=eg.split_strategy,
-                       choices=["random", "temporal", "leave_last_out"],
-                       help="how examples are split into train/eval (default: %(default)s)")
-    group.add_argument("--train-fraction", type=float, default=eg.train_fraction,
-                       help="train share of sequence examples (default: %(default)s)")
-    group.add_argument("--rating-train-fraction", type=float,
-                       default=eg.rating_train_fraction,
-                       help="train share of rating examples (default: %(default)s)")
-    group.add_argument("--seed", type=int, default=eg.seed,
-                       help="seed of the splits (default: %(default)s)")
+    options.add_dataclass_options(group, configs.ExampleGenConfig)
+    group.add_argument("--keep-all-ratings", action="store_const", const=None,
+                       dest="min_rating", default=argparse.SUPPRESS,
+                       help="no minimum rating (the same as --min-rating none)")
     training = configs.TrainingConfig()
-    group.add_argument("--max-bad-fraction", type=float, default=eg.max_bad_fraction,
-                       help="fail when a larger share of rating lines is unusable "
-                            "(default: %(default)s)")
     group = parser.add_argument_group("training")
-    group.add_argument("--models", default=",".join(training.models),
+    group.add_argument("--models", default=None,
                        help="comma-separated models to train, one Trainer each; "
-                            f"known: {', '.join(sorted(configs.DEFAULT_MODEL_HPARAMS))} "
-                            "(default: %(default)s)")
+                            f"known: {', '.join(contract.MODEL_KINDS)} "
+                            f"(default: {','.join(training.models)})")
+    group.add_argument("--hparam", action="append", default=None, metavar="MODEL.NAME=VALUE",
+                       help="set one hyperparameter of one model, repeatable, e.g. "
+                            "retrieval.embedding_dim=64 (every name and default: "
+                            "components/trainer/hparams.py)")
     group.add_argument("--epochs", type=int, default=None,
                        help="override every model's epochs (e.g. 1 for a quick run)")
     group.add_argument("--train-steps", type=int, default=None,
                        help="train every model on its first N batches only (0: export "
                             "untrained models, which the Evaluators should refuse)")
-    evaluation = configs.EvaluationConfig()
     group = parser.add_argument_group("evaluation gates (Evaluator)")
-    group.add_argument("--min-top-k-accuracy", type=float,
-                       default=evaluation.min_top_k_accuracy,
-                       help=f"bless retrieval/sequential models only at top-{evaluation.top_k} "
-                            "accuracy >= this (default: %(default)s)")
-    group.add_argument("--top-k-tolerance", type=float, default=evaluation.top_k_tolerance,
-                       help="... and at most this much below the last blessed model of "
-                            "the same Trainer (default: %(default)s)")
-    group.add_argument("--max-rmse", type=float, default=evaluation.max_rmse,
-                       help="bless ranking models only at RMSE <= this (default: "
-                            "%(default)s) ...")
-    group.add_argument("--rmse-tolerance", type=float, default=evaluation.rmse_tolerance,
-                       help="... and at most this much above the last blessed one "
-                            "(default: %(default)s)")
+    options.add_dataclass_options(group, configs.EvaluationConfig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,8 +172,44 @@ def _is_remote(path: Optional[str]) -> bool:
     return bool(path) and "://" in path
 
 
+def settings_from_args(args: argparse.Namespace):
+    """The components' settings from their defaults, ``--config`` and the options given
+    (in that order of precedence). ValueError names a bad value or name."""
+    file = options.load_config_file(args.config) if args.config else {}
+    example_gen = options.build(
+        configs.ExampleGenConfig, file.get("example_gen"),
+        options.given_values(args, configs.ExampleGenConfig), what="example_gen setting")
+    evaluation = options.build(
+        configs.EvaluationConfig, file.get("evaluation"),
+        options.given_values(args, configs.EvaluationConfig), what="evaluation setting")
+    training_file = dict(file.get("training") or {})
+    given = {"hparams": options.merge_hparams(training_file.pop("hparams", {}),
+                                              options.parse_hparams(args.hparam))}
+    if args.models is not None:
+        given["models"] = options.section_list(args.models)
+    elif "models" in training_file:
+        given["models"] = options.section_list(training_file.pop("models"))
+    for name in ("epochs", "train_steps"):
+        if getattr(args, name) is not None:
+            given[name] = getattr(args, name)
+    unknown = sorted(set(training_file) - {"models", "epochs", "train_steps"})
+    if unknown:
+        raise ValueError(f"unknown training settings {unknown}; known: models, epochs, "
+                         "train_steps, hparams")
+    fields = {**training_file, **given}
+    training = configs.TrainingConfig(
+        models=tuple(fields.get("models", configs.TrainingConfig.models)),
+        hparams=fields["hparams"],
+        epochs=None if fields.get("epochs") is None else int(fields["epochs"]),
+        train_steps=(None if fields.get("train_steps") is None
+                     else int(fields["train_steps"])))
+    serving = options.build(configs.ServingConfig, file.get("serving"), what="serving setting")
+    return example_gen, training, evaluation, serving
+
+
 def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
     """Resolves the data (download if asked) and builds the one PipelineConfig."""
+    example_gen, training, evaluation, serving = settings_from_args(args)  # fail first
     if _is_remote(args.data_dir) and args.command == "compile":
         # A bucket path for Kubeflow / Vertex runs: not necessarily readable here; the
         # pipeline's cache is then keyed on the path, not on the content.
@@ -211,25 +221,6 @@ def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
             download.resolve_data_dir(args.data_dir, dataset, args.cache_dir))
         data_dir = args.data_dir if _is_remote(args.data_dir) else str(layout.root.resolve())
         fingerprint = movielens.fingerprint(layout)
-    example_gen = configs.ExampleGenConfig(
-        min_rating=None if args.keep_all_ratings else args.min_rating,
-        min_timeline_length=args.min_timeline_length,
-        max_context_length=args.max_context_length,
-        max_context_movie_genre_length=args.max_context_movie_genre_length,
-        split_strategy=args.split_strategy,
-        train_fraction=args.train_fraction,
-        rating_train_fraction=args.rating_train_fraction,
-        seed=args.seed,
-        max_bad_fraction=args.max_bad_fraction,
-    )
-    training = configs.TrainingConfig(
-        models=tuple(name.strip() for name in args.models.split(",") if name.strip()),
-        epochs=args.epochs, train_steps=args.train_steps)
-    evaluation = configs.EvaluationConfig(
-        min_top_k_accuracy=args.min_top_k_accuracy, top_k_tolerance=args.top_k_tolerance,
-        max_rmse=args.max_rmse, rmse_tolerance=args.rmse_tolerance)
-    for name in training.models:
-        training.model_hparams(name)  # unknown names fail here, before anything runs
     fields = dict(
         data_dir=data_dir,
         pipeline_name=args.pipeline_name,
@@ -240,6 +231,7 @@ def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
         example_gen=example_gen,
         training=training,
         evaluation=evaluation,
+        serving=serving,
     )
     if args.beam_arg:
         fields["beam_pipeline_args"] = tuple(args.beam_arg)

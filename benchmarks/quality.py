@@ -135,19 +135,19 @@ class Data:
                              for split in ("train", "eval")}
                       for kind, uri in (("rating", paths.rating_examples),
                                         ("sequence", paths.sequence_examples))}
-        self.vocabulary = F.load_vocabulary(paths.vocabulary)
-        spec = F.select(F.rating_feature_spec(), [F.USER_ID, F.MOVIE_ID, F.USER_RATING])
-        train = F.make_dataset(self.files["rating"]["train"], spec, 8192, shuffle=False)
+        self.vocabulary = vocab_lib.load_vocabulary(paths.vocabulary)
+        spec = inputs.select(inputs.rating_feature_spec(), [contract.USER_ID, contract.MOVIE_ID, contract.USER_RATING])
+        train = inputs.make_dataset(self.files["rating"]["train"], spec, 8192, shuffle=False)
         # "Seen": the movies each user rated in training (masked in *_excl_seen).
-        self.rating_history = M.user_history(train, self.vocabulary)
-        self.rating_counts, ratings = self._counts(train, F.MOVIE_ID, F.USER_RATING)
+        self.rating_history = trainer_eval.user_history(train, self.vocabulary)
+        self.rating_counts, ratings = self._counts(train, contract.MOVIE_ID, contract.USER_RATING)
         self.mean_rating = float(np.mean(ratings))
-        spec = F.select(F.sequence_feature_spec(), [F.CONTEXT_MOVIE_ID, F.LABEL_MOVIE_ID])
-        self.sequence_train = F.make_dataset(self.files["sequence"]["train"], spec, 8192,
+        spec = inputs.select(inputs.sequence_feature_spec(10, 10), [contract.CONTEXT_MOVIE_ID, contract.LABEL_MOVIE_ID])
+        self.sequence_train = inputs.make_dataset(self.files["sequence"]["train"], spec, 8192,
                                              shuffle=False)
-        self.sequence_eval = F.make_dataset(self.files["sequence"]["eval"], spec, 8192,
+        self.sequence_eval = inputs.make_dataset(self.files["sequence"]["eval"], spec, 8192,
                                             shuffle=False)
-        self.label_counts, _ = self._counts(self.sequence_train, F.LABEL_MOVIE_ID)
+        self.label_counts, _ = self._counts(self.sequence_train, contract.LABEL_MOVIE_ID)
 
     def _counts(self, dataset, key, value_key=None):
         from components.trainer import models as M
@@ -155,7 +155,7 @@ class Data:
         counts = np.zeros(self.vocabulary.num_movies, np.int64)
         values = []
         for batch in dataset:
-            rows = M.movie_rows(self.vocabulary, batch[key].numpy())
+            rows = trainer_eval.movie_rows(self.vocabulary, batch[key].numpy())
             np.add.at(counts, rows[rows >= 0], 1)
             if value_key:
                 values.append(batch[value_key].numpy())
@@ -198,9 +198,9 @@ def train(name: str, hparams, data: Data, kind: str):
 
     log(f"[{name}] training: {describe(hparams)}")
     start = time.time()
-    stats = M.training_timestamp_stats(hparams, data.files[kind]["train"])
+    stats = inputs.training_timestamp_stats(hparams, data.files[kind]["train"])
     model = M.compile_model(M.build_model(hparams, data.vocabulary, stats), hparams)
-    model.fit(M.input_dataset(hparams, data.files[kind]["train"], training=True),
+    model.fit(inputs.input_dataset(hparams, data.files[kind]["train"], training=True),
               epochs=hparams.epochs, verbose=0, callbacks=[Progress(name)])
     return model, time.time() - start
 
@@ -208,7 +208,7 @@ def train(name: str, hparams, data: Data, kind: str):
 def describe(hparams) -> str:
     from components.trainer import models as M
 
-    base = M.HParams(model=hparams.model)
+    base = hp.HParams(model=hparams.model)
     changed = {key: value for key, value in hparams.to_dict().items()
                if key != "model" and value != base.to_dict()[key]}
     return f"{hparams.model} " + ", ".join(f"{key}={value}" for key, value in changed.items())
@@ -218,10 +218,10 @@ def run_retrieval(name: str, hparams, data: Data) -> Dict[str, float]:
     from components.trainer import models as M
 
     model, seconds = train(name, hparams, data, "rating")
-    evaluation = M.input_dataset(hparams, data.files["rating"]["eval"], training=False)
-    result = M.evaluate_retrieval(model, evaluation, data.vocabulary, KS, data.rating_history)
-    if hparams.model == M.MULTITASK:
-        result.update(M.evaluate_ranking(model, evaluation))
+    evaluation = inputs.input_dataset(hparams, data.files["rating"]["eval"], training=False)
+    result = trainer_eval.evaluate_retrieval(model, evaluation, data.vocabulary, KS, data.rating_history)
+    if hparams.model == hp.MULTITASK:
+        result.update(trainer_eval.evaluate_ranking(model, evaluation))
     result["seconds"] = seconds
     log(f"[{name}] done in {seconds:.0f} s: top-100 {result['top_100']:.4f}, excluding seen "
         f"{result['top_100_excluding_rated']:.4f}, top-10 {result['top_10']:.4f}"
@@ -233,8 +233,8 @@ def run_ranking(name: str, hparams, data: Data) -> Dict[str, float]:
     from components.trainer import models as M
 
     model, seconds = train(name, hparams, data, "rating")
-    evaluation = M.input_dataset(hparams, data.files["rating"]["eval"], training=False)
-    result = M.evaluate_ranking(model, evaluation)
+    evaluation = inputs.input_dataset(hparams, data.files["rating"]["eval"], training=False)
+    result = trainer_eval.evaluate_ranking(model, evaluation)
     result["seconds"] = seconds
     log(f"[{name}] done in {seconds:.0f} s: RMSE {result['rmse']:.4f}, MAE {result['mae']:.4f}")
     return result
@@ -244,8 +244,8 @@ def run_sequential(name: str, hparams, data: Data) -> Dict[str, float]:
     from components.trainer import models as M
 
     model, seconds = train(name, hparams, data, "sequence")
-    evaluation = M.input_dataset(hparams, data.files["sequence"]["eval"], training=False)
-    result = M.evaluate_retrieval(model, evaluation, data.vocabulary, KS)
+    evaluation = inputs.input_dataset(hparams, data.files["sequence"]["eval"], training=False)
+    result = trainer_eval.evaluate_retrieval(model, evaluation, data.vocabulary, KS)
     result["seconds"] = seconds
     log(f"[{name}] done in {seconds:.0f} s: top-100 {result['top_100']:.4f}, "
         f"top-10 {result['top_10']:.4f}")
@@ -256,18 +256,18 @@ def popularity_retrieval(data: Data) -> Dict[str, float]:
     from components.trainer import features as F
     from components.trainer import models as M
 
-    spec = F.select(F.rating_feature_spec(), [F.USER_ID, F.MOVIE_ID])
-    evaluation = F.make_dataset(data.files["rating"]["eval"], spec, 8192, shuffle=False)
-    return M.evaluate_popularity(evaluation, data.vocabulary, F.MOVIE_ID, KS,
+    spec = inputs.select(inputs.rating_feature_spec(), [contract.USER_ID, contract.MOVIE_ID])
+    evaluation = inputs.make_dataset(data.files["rating"]["eval"], spec, 8192, shuffle=False)
+    return trainer_eval.evaluate_popularity(evaluation, data.vocabulary, contract.MOVIE_ID, KS,
                                  data.rating_history, counts=data.rating_counts)
 
 
 def popularity_ranking(data: Data) -> Dict[str, float]:
     from components.trainer import features as F
 
-    spec = F.select(F.rating_feature_spec(), [F.USER_RATING])
-    evaluation = F.make_dataset(data.files["rating"]["eval"], spec, 8192, shuffle=False)
-    labels = np.concatenate([batch[F.USER_RATING].numpy() for batch in evaluation])
+    spec = inputs.select(inputs.rating_feature_spec(), [contract.USER_RATING])
+    evaluation = inputs.make_dataset(data.files["rating"]["eval"], spec, 8192, shuffle=False)
+    labels = np.concatenate([batch[contract.USER_RATING].numpy() for batch in evaluation])
     return {"rmse": float(np.sqrt(np.mean((labels - data.mean_rating) ** 2))),
             "mean_rating": data.mean_rating}
 
@@ -277,7 +277,7 @@ def _last_context_rows(data: Data, context: np.ndarray) -> np.ndarray:
     from components.trainer import models as M
 
     lengths = np.maximum((context != 0).sum(axis=1), 1)
-    return M.movie_rows(data.vocabulary, context[np.arange(len(context)), lengths - 1])
+    return trainer_eval.movie_rows(data.vocabulary, context[np.arange(len(context)), lengths - 1])
 
 
 def sequential_baselines(data: Data) -> Tuple[Dict[str, float], Dict[str, float]]:
@@ -290,21 +290,21 @@ def sequential_baselines(data: Data) -> Tuple[Dict[str, float], Dict[str, float]
     # whose label is row b (row 0: a last movie outside the vocabulary).
     transitions = np.zeros((num_movies + 1, num_movies), np.float64)
     for batch in data.sequence_train:
-        last = _last_context_rows(data, batch[F.CONTEXT_MOVIE_ID].numpy())
-        labels = M.movie_rows(data.vocabulary, batch[F.LABEL_MOVIE_ID].numpy())
+        last = _last_context_rows(data, batch[contract.CONTEXT_MOVIE_ID].numpy())
+        labels = trainer_eval.movie_rows(data.vocabulary, batch[contract.LABEL_MOVIE_ID].numpy())
         keep = labels >= 0
         np.add.at(transitions, (last[keep] + 1, labels[keep]), 1)
     # Popularity breaks ties (it sums to 1, less than one transition).
     share = data.label_counts / max(data.label_counts.sum(), 1)
     last_rows, labels = [], []
     for batch in data.sequence_eval:
-        last_rows.append(_last_context_rows(data, batch[F.CONTEXT_MOVIE_ID].numpy()))
-        labels.append(M.movie_rows(data.vocabulary, batch[F.LABEL_MOVIE_ID].numpy()))
+        last_rows.append(_last_context_rows(data, batch[contract.CONTEXT_MOVIE_ID].numpy()))
+        labels.append(trainer_eval.movie_rows(data.vocabulary, batch[contract.LABEL_MOVIE_ID].numpy()))
     last_rows, labels = np.concatenate(last_rows), np.concatenate(labels)
     identity = np.eye(num_movies, dtype=np.float32)
     scores = (transitions[last_rows + 1] + share[None, :]).astype(np.float32)
-    transition = M.top_k_accuracy(scores, identity, labels, KS)
-    popularity = M.top_k_accuracy(np.ones((len(labels), 1), np.float32),
+    transition = trainer_eval.top_k_accuracy(scores, identity, labels, KS)
+    popularity = trainer_eval.top_k_accuracy(np.ones((len(labels), 1), np.float32),
                                   share.astype(np.float32)[:, None], labels, KS)
     return popularity, transition
 
@@ -376,8 +376,8 @@ def main(argv=None) -> int:
         log(f"  vocabulary: {data.vocabulary.num_movies} movies, "
             f"{data.vocabulary.num_users} users")
 
-        presets = {name: M.HParams.from_dict({"model": name}) for name in M.MODELS}
-        tutorials = {name: M.HParams.from_dict(config, preset=False)
+        presets = {name: hp.HParams.from_dict({"model": name}) for name in hp.MODELS}
+        tutorials = {name: hp.HParams.from_dict(config, preset=False)
                      for name, config in TUTORIALS.items()}
         run_tutorials = not args.no_tutorials
 
@@ -406,10 +406,10 @@ def main(argv=None) -> int:
             if name == "context":  # the retrieval preset with and without timestamps
                 base = presets["retrieval"].to_dict()
                 results["retrieval_id_only"] = run_retrieval(
-                    "retrieval, ids only", M.HParams.from_dict({**base, **ID_ONLY}), data)
+                    "retrieval, ids only", hp.HParams.from_dict({**base, **ID_ONLY}), data)
                 results["retrieval_timestamps"] = run_retrieval(
                     "retrieval, ids + timestamps",
-                    M.HParams.from_dict({**base, **WITH_TIMESTAMPS}), data)
+                    hp.HParams.from_dict({**base, **WITH_TIMESTAMPS}), data)
                 continue
             results[name] = runners[name](name, presets[name], data)
             if run_tutorials:
@@ -529,7 +529,7 @@ def main(argv=None) -> int:
         "targets": targets,
         "seconds": {name: round(result["seconds"], 1) for name, result in results.items()
                     if "seconds" in result},
-        "presets": {name: config for name, config in M.PRESETS.items()},
+        "presets": {name: config for name, config in hp.PRESETS.items()},
         "tutorial_recipes": {name: {k: list(v) if isinstance(v, tuple) else v
                                     for k, v in config.items()}
                              for name, config in TUTORIALS.items()},

@@ -1,7 +1,9 @@
-"""The pipeline's one configuration: paths, example generation, Beam, and later models.
+"""The pipeline's one configuration: paths, Beam, and each component's settings.
 
-Built once (by ``pipeline_runner.py`` from its command line) and passed down; no module
-reads settings of its own.
+Built once (by ``pipeline_runner.py`` from its command line and an optional config file,
+pipeline/options.py) and passed down; no module reads settings of its own. Each
+component's settings class is owned by the component (``ExampleGenConfig``,
+``EvaluationConfig``, ``HParams``); this module only gathers them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,14 @@ import dataclasses
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from components import contract
+from components.evaluator.gates import EvaluationConfig
+from components.example_gen.config import ExampleGenConfig
+from components.trainer.hparams import HParams
+
+__all__ = ["EvaluationConfig", "ExampleGenConfig", "PipelineConfig", "ServingConfig",
+           "TrainingConfig"]
+
 DEFAULT_PIPELINE_NAME = "movielens-recommender"  # Kubeflow needs [a-z0-9-]
 DEFAULT_OUTPUT_ROOT = "outputs"
 # Where a compiled pipeline spec runs (both read the same KFP v2 JSON).
@@ -17,84 +27,38 @@ KUBEFLOW_TARGETS = ("kubeflow", "vertex")
 
 
 @dataclasses.dataclass(frozen=True)
-class ExampleGenConfig:
-    """MovieLensExampleGen's parameters; defaults are the sequential tutorial's flags."""
-
-    min_rating: Optional[float] = 2
-    min_timeline_length: int = 3
-    max_context_length: int = 10
-    max_context_movie_genre_length: int = 10
-    split_strategy: str = "random"
-    train_fraction: float = 0.9
-    rating_train_fraction: float = 0.8
-    seed: int = 42
-    max_bad_fraction: float = 0.0
-
-
-# Hyperparameters of each trained model (models.HParams fields). Each entry becomes one
-# RecommenderTrainer; "retrieval" may be swapped for "multitask" (see TrainingConfig).
-DEFAULT_MODEL_HPARAMS: Dict[str, Dict[str, Any]] = {
-    "retrieval": {"model": "retrieval"},
-    "multitask": {"model": "multitask", "rating_weight": 1.0, "retrieval_weight": 1.0},
-    "ranking": {"model": "ranking"},
-    "sequential": {"model": "sequential"},
-}
-
-
-@dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     """Which models the pipeline trains, and their hyperparameters.
 
-    models: names of DEFAULT_MODEL_HPARAMS entries, each trained by its own Trainer.
-    hparams: per model, overrides of DEFAULT_MODEL_HPARAMS.
+    models: model kinds (components/contract.py ``MODEL_KINDS``), each trained by its own
+      Trainer named after it.
+    hparams: per model, overrides of its defaults. Every default lives in
+      components/trainer/hparams.py (``HParams`` fields and ``PRESETS``).
     epochs: if set, overrides every model's epochs (quick runs and tests).
+    train_steps: if set, every model trains on its first train_steps batches only (one
+      pass); 0 exports the untrained model (how tests make a degraded model the gates
+      must stop).
     """
 
-    models: Tuple[str, ...] = ("retrieval", "ranking", "sequential")
+    models: Tuple[str, ...] = (contract.RETRIEVAL, contract.RANKING, contract.SEQUENTIAL)
     hparams: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     epochs: Optional[int] = None
-    # If set, every model trains on its first train_steps batches only (one pass); 0
-    # exports the untrained model (how tests make a degraded model the gates must stop).
     train_steps: Optional[int] = None
 
+    def __post_init__(self):
+        for name in list(self.models) + list(self.hparams):
+            contract.model_kind(name)  # ValueError naming the known kinds
+        for name in self.models:
+            self.model_hparams(name)  # bad hyperparameters fail here, before any run
+
     def model_hparams(self, name: str) -> Dict[str, Any]:
-        if name not in DEFAULT_MODEL_HPARAMS:
-            raise ValueError(f"unknown model {name!r}; known: {sorted(DEFAULT_MODEL_HPARAMS)}")
-        merged = {**DEFAULT_MODEL_HPARAMS[name], **dict(self.hparams.get(name, {}))}
+        """The overrides the Trainer of ``name`` gets (its kind's preset fills the rest:
+        ``HParams.from_dict``), checked against the hyperparameters there are."""
+        merged = {**dict(self.hparams.get(name, {})), "model": name}
         if self.epochs is not None:
             merged["epochs"] = self.epochs
+        HParams.from_dict(merged)  # raises ValueError on an unknown or bad value
         return merged
-
-
-@dataclasses.dataclass(frozen=True)
-class EvaluationConfig:
-    """The Evaluators' gates (TFMA) and slices; see components/evaluator/.
-
-    A retrieval or sequential model is blessed only if its top-``top_k`` accuracy over
-    the whole movie vocabulary (eval split) is >= ``min_top_k_accuracy`` and not lower
-    than the baseline's by more than ``top_k_tolerance``; a ranking model only if its
-    RMSE (stars) is <= ``max_rmse`` and not higher than the baseline's by more than
-    ``rmse_tolerance``. The baseline is the latest blessed model of the same Trainer
-    (none on the first run: then only the absolute thresholds apply).
-
-    Slices: user activity buckets by the user's number of ratings (upper bounds of all
-    but the last bucket: (20, 100) gives <=20, 21-100, >100), and movie popularity by the
-    movie's rank in the vocabulary (most rated first): ``movie_popularity_quantiles``
-    (0.1, 0.5) gives head = top 10% of the catalogue, torso = next 40%, tail = the rest.
-    """
-
-    top_k: int = 100
-    min_top_k_accuracy: float = 0.1
-    top_k_tolerance: float = 0.01
-    max_rmse: float = 1.0
-    rmse_tolerance: float = 0.0
-    user_activity_boundaries: Tuple[int, ...] = (20, 100)
-    movie_popularity_quantiles: Tuple[float, ...] = (0.1, 0.5)
-
-    def slices(self) -> Dict[str, Any]:
-        """What the Trainer's export needs to compute the slice features."""
-        return {"user_activity_boundaries": list(self.user_activity_boundaries),
-                "movie_popularity_quantiles": list(self.movie_popularity_quantiles)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,12 +30,13 @@ from typing import List
 from tfx import v1 as tfx
 from tfx.dsl.components.base import base_node
 
+from components import contract
 from components.evaluator import baseline as evaluator_baseline
 from components.evaluator import config as evaluator_config
 from components.evaluator.component import RecommenderEvaluator
 from components.example_gen.component import MovieLensExampleGen
 from components.pusher.component import RecommenderPusher
-from components.trainer.component import RecommenderTrainer
+from components.trainer import component as trainer_component
 from components.validation.component import AnomaliesGate, CuratedSchemaGen
 from pipeline import schemas
 from pipeline.configs import PipelineConfig
@@ -52,31 +53,21 @@ def create_components(config: PipelineConfig,
       latest-blessed-model resolver, the only one Kubeflow v2 / Vertex AI compile,
       which pipeline/kubeflow.py restricts to the same model's blessings.
     """
-    eg = config.example_gen
     example_gen = MovieLensExampleGen(
-        data_dir=config.data_dir,
-        input_fingerprint=config.input_fingerprint,
-        min_rating=eg.min_rating,
-        min_timeline_length=eg.min_timeline_length,
-        max_context_length=eg.max_context_length,
-        max_context_movie_genre_length=eg.max_context_movie_genre_length,
-        split_strategy=eg.split_strategy,
-        train_fraction=eg.train_fraction,
-        rating_train_fraction=eg.rating_train_fraction,
-        seed=eg.seed,
-        max_bad_fraction=eg.max_bad_fraction,
-    ).with_id(EXAMPLE_GEN_ID)
+        data_dir=config.data_dir, config=config.example_gen,
+        input_fingerprint=config.input_fingerprint).with_id(EXAMPLE_GEN_ID)
     sequence_statistics = tfx.components.StatisticsGen(
-        examples=example_gen.outputs["sequence_examples"]).with_id("SequenceStatisticsGen")
+        examples=example_gen.outputs[contract.SEQUENCE_EXAMPLES]
+    ).with_id("SequenceStatisticsGen")
     sequence_schema = tfx.components.SchemaGen(
         statistics=sequence_statistics.outputs["statistics"]).with_id("SequenceSchemaGen")
     rating_statistics = tfx.components.StatisticsGen(
-        examples=example_gen.outputs["rating_examples"]).with_id("RatingStatisticsGen")
+        examples=example_gen.outputs[contract.RATING_EXAMPLES]).with_id("RatingStatisticsGen")
     rating_schema = tfx.components.SchemaGen(
         statistics=rating_statistics.outputs["statistics"]).with_id("RatingSchemaGen")
     validation, gates = [], []
-    for kind, statistics in (("sequence", sequence_statistics),
-                             ("rating", rating_statistics)):
+    for kind, statistics in ((contract.SEQUENCE, sequence_statistics),
+                             (contract.RATING, rating_statistics)):
         curated = CuratedSchemaGen(schemas.schema_file(kind)).with_id(
             f"{kind.capitalize()}CuratedSchemaGen")
         validator = tfx.components.ExampleValidator(
@@ -87,29 +78,25 @@ def create_components(config: PipelineConfig,
                      .with_id(f"{kind.capitalize()}AnomaliesGate"))
         validation += [curated, validator, gates[-1]]
     trainers = []
-    run_config = {"eval_slices": config.evaluation.slices()}
+    run_config = {trainer_component.SLICES_CONFIG: config.evaluation.slices.to_dict()}
     if config.training.train_steps is not None:
-        run_config["train_steps"] = config.training.train_steps
+        run_config[trainer_component.TRAIN_STEPS_CONFIG] = config.training.train_steps
     for name in config.training.models:
-        hparams = config.training.model_hparams(name)
-        kind = "sequence" if hparams["model"] == "sequential" else "rating"
-        trainers.append(RecommenderTrainer(
-            examples=example_gen.outputs[f"{kind}_examples"],
-            vocabulary=example_gen.outputs["vocabulary"],
-            hparams=hparams,
+        examples = example_gen.outputs[contract.model_kind(name).examples_key]
+        trainers.append(trainer_component.RecommenderTrainer(
+            examples=examples,
+            vocabulary=example_gen.outputs[contract.VOCABULARY],
+            hparams=config.training.model_hparams(name),
             run_config=run_config,
         ).with_id(f"{name.capitalize()}Trainer"))
         trainers[-1].add_upstream_nodes(gates)  # no Trainer before the data passed
-        trainers.extend(_evaluate_and_push(config, name, hparams["model"], trainers[-1],
-                                           example_gen.outputs[f"{kind}_examples"],
-                                           local))
+        trainers.extend(_evaluate_and_push(config, name, trainers[-1], examples, local))
     return [example_gen, sequence_statistics, sequence_schema, rating_statistics,
             rating_schema, *validation, *trainers]
 
 
-def _evaluate_and_push(config: PipelineConfig, name: str, model_kind: str,
-                       trainer: base_node.BaseNode, examples,
-                       local: bool = True) -> List[base_node.BaseNode]:
+def _evaluate_and_push(config: PipelineConfig, name: str, trainer: base_node.BaseNode,
+                       examples, local: bool = True) -> List[base_node.BaseNode]:
     """The baseline resolver, Evaluator and Pusher of one Trainer."""
     prefix = name.capitalize()
     if local:
@@ -122,7 +109,7 @@ def _evaluate_and_push(config: PipelineConfig, name: str, model_kind: str,
         examples=examples,
         model=trainer.outputs["model"],
         baseline_model=baseline.outputs[evaluator_baseline.MODEL_KEY],
-        eval_config=evaluator_config.eval_config(model_kind, config.evaluation),
+        eval_config=evaluator_config.eval_config(name, config.evaluation),
         example_splits=[evaluator_config.EVAL_SPLIT],
         model_name=name,
     ).with_id(f"{prefix}Evaluator")
@@ -131,7 +118,7 @@ def _evaluate_and_push(config: PipelineConfig, name: str, model_kind: str,
         model_blessing=evaluator.outputs["blessing"],
         serving_root=config.serving_root,
         model_name=name,
-        model_kind=model_kind,
+        model_kind=name,
         max_k=config.serving.max_k,
         scann_overrides=config.serving.scann,
     ).with_id(f"{prefix}Pusher")

@@ -21,8 +21,9 @@ from typing import Dict, List, Optional, Sequence, TextIO
 
 import numpy as np
 
-SCANN = "scann"
-BRUTE_FORCE = "brute_force"
+from components import contract
+
+SCANN, BRUTE_FORCE = contract.SCANN, contract.BRUTE_FORCE
 FALLBACKS = ("error", "popular")
 
 
@@ -50,16 +51,16 @@ class Catalogue:
 
     @classmethod
     def load(cls, model_dir: str) -> "Catalogue":
-        from components.pusher import serving  # pylint: disable=import-outside-toplevel
+        from components.pusher import publishing, serving  # pylint: disable=import-outside-toplevel
         from tfx.dsl.io import fileio  # pylint: disable=import-outside-toplevel
 
-        extra = os.path.join(model_dir, serving.EXTRA_ASSETS)
-        movies = serving.read_movies(os.path.join(extra, "movies.tsv"))
+        extra = os.path.join(model_dir, contract.EXTRA_ASSETS)
+        movies = serving.read_movies(os.path.join(extra, contract.MOVIES_FILE))
         users = None
-        if fileio.exists(os.path.join(extra, "users.tsv")):
+        users_file = os.path.join(extra, contract.USERS_FILE)
+        if fileio.exists(users_file):
             users = {int(line.split("\t")[0]) for line
-                     in serving.read_text(os.path.join(extra, "users.tsv")).splitlines()
-                     if line.strip()}
+                     in publishing.read_text(users_file).splitlines() if line.strip()}
         return cls(np.asarray([m for m, _, _ in movies], np.int64),
                    np.asarray([c for _, c, _ in movies], np.int64),
                    {m: title for m, _, title in movies}, users,
@@ -79,10 +80,10 @@ class Catalogue:
 
 def model_dir(serving_root: str, model_name: str, variant: str = SCANN) -> str:
     """The latest loadable version of ``model_name``'s variant; RecommendError if none."""
-    from components.pusher import serving  # pylint: disable=import-outside-toplevel
+    from components.pusher import publishing, serving  # pylint: disable=import-outside-toplevel
 
     base = serving.variant_base(serving_root, model_name, variant)
-    latest = serving.latest_version_dir(base)
+    latest = publishing.latest_version_dir(base)
     if latest is None:
         raise RecommendError(
             f"no pushed {model_name!r} model under {base} (run the pipeline first; only "
@@ -104,15 +105,15 @@ def query(model, inputs: Dict[str, np.ndarray], k: int,
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     feeds = {name: tf.constant(value) for name, value in inputs.items()}
-    feeds["k"] = tf.constant(k, tf.int32)
+    feeds[contract.K_INPUT] = tf.constant(k, tf.int32)
     if len(exclude):
-        feeds["exclude_movie_ids"] = tf.constant([list(exclude)], tf.int64)
-        output = model.signatures["recommend_excluding"](**feeds)
+        feeds[contract.EXCLUDE_INPUT] = tf.constant([list(exclude)], tf.int64)
+        output = model.signatures[contract.EXCLUDING_SIGNATURE](**feeds)
     else:
-        output = model.signatures["serving_default"](**feeds)
-    scores = output["scores"].numpy()[0]
-    ids = output["movie_ids"].numpy()[0]
-    titles = output["titles"].numpy()[0]
+        output = model.signatures[contract.RECOMMEND_SIGNATURE](**feeds)
+    scores = output[contract.SCORES].numpy()[0]
+    ids = output[contract.MOVIE_IDS_OUTPUT].numpy()[0]
+    titles = output[contract.TITLES_OUTPUT].numpy()[0]
     return [Recommendation(int(m), t.decode("utf-8"), float(s))
             for m, t, s in zip(ids, titles, scores) if np.isfinite(s)]
 
@@ -131,7 +132,7 @@ def recommend(serving_root: str, k: int = 10, user: Optional[int] = None,
         raise RecommendError("give either --user or --history")
     if fallback not in FALLBACKS:
         raise RecommendError(f"--fallback must be one of {FALLBACKS}")
-    model_name = model_name or ("retrieval" if user is not None else "sequential")
+    model_name = model_name or (contract.RETRIEVAL if user is not None else contract.SEQUENTIAL)
     path = model_dir(serving_root, model_name, variant)
     catalogue = Catalogue.load(path)
     notes: List[str] = []
@@ -164,8 +165,12 @@ def recommend(serving_root: str, k: int = 10, user: Optional[int] = None,
         if not known:
             notes.append("no known movie in the history: the most-rated movies instead")
             return path, catalogue.popular(k, seen), notes
+        info = serving.read_serving_info(path)
+        # The model read histories of at most this many movies (the example generator's
+        # padded context length); older movies are left out, as in training.
+        length = int(info[contract.MAX_CONTEXT_LENGTH])
         inputs = serving.query_inputs(
-            serving.read_serving_info(path)["inputs"], histories=[known[-10:]],
+            info["inputs"], histories=[known[-length:]],
             timestamps=None if timestamp is None else [timestamp])
         if seen:
             notes.append(f"leaving out the {len(seen)} movies of the history")

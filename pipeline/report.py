@@ -17,7 +17,9 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx.dsl.io import fileio
 from tfx.orchestration import metadata
 
-from components.example_gen import executor as example_gen_executor
+from components import contract
+from components.example_gen import generate
+from components.pusher.executor import PUSH_FILE
 from pipeline.configs import PipelineConfig
 
 _STATES = {
@@ -109,7 +111,7 @@ def blessing_summary(blessing_uri: str) -> str:
 
 def push_summary(pushed_model_uri: str) -> str:
     """A Pusher's outcome (its push.json)."""
-    push = _read_json(os.path.join(pushed_model_uri, "push.json"))
+    push = _read_json(os.path.join(pushed_model_uri, PUSH_FILE))
     if push is None:
         return "push: unknown"
     if not push.get("pushed"):
@@ -133,14 +135,14 @@ def print_summary(config: PipelineConfig, executions: List[Dict], seconds: float
             for uri in uris:
                 print(f"      {key}: {uri}", file=stream)
         for uri in execution["outputs"].get("model_run", []):
-            metrics = _read_json(os.path.join(uri, "metrics.json"))
+            metrics = _read_json(os.path.join(uri, contract.METRICS_FILE))
             if metrics is not None:
                 print(f"      eval: {model_summary(metrics)}", file=stream)
         for uri in execution["outputs"].get("blessing", []):
             print(f"      {blessing_summary(uri)}", file=stream)
         for uri in execution["outputs"].get("pushed_model", []):
             print(f"      {push_summary(uri)}", file=stream)
-        for uri in execution["outputs"].get("statistics", []):
-            statistics = _read_json(os.path.join(uri, example_gen_executor.STATISTICS_FILE))
+        for uri in execution["outputs"].get(contract.STATISTICS, []):
+            statistics = _read_json(os.path.join(uri, contract.STATISTICS_FILE))
             if statistics is not None:
-                print(f"      {example_gen_executor.summary_line(statistics)}", file=stream)
+                print(f"      {generate.summary_line(statistics)}", file=stream)

@@ -157,22 +157,22 @@ def read_tfrecords(pattern: str) -> List[bytes]:
 
 @dataclasses.dataclass
 class ExampleGenRun:
-    """What one run of ``executor.build_pipeline`` wrote, read back on demand."""
+    """What one run of ``generate.generate`` wrote, read back on demand."""
 
     layout: object  # data.movielens.Layout
     out_dir: pathlib.Path
-    paths: object  # executor.OutputPaths
+    paths: object  # generate.OutputPaths
     statistics: Optional[dict] = None
     _raw_backup: Optional[pathlib.Path] = None
     _cache: dict = dataclasses.field(default_factory=dict)
 
     def finish(self, max_bad_fraction: float = 0.0) -> dict:
-        """Runs ``executor.finish_statistics`` (again: the raw counts are restored first)."""
-        from components.example_gen import executor
+        """Runs ``generate.finish_statistics`` (again: the raw counts are restored first)."""
+        from components.example_gen import generate
 
-        raw = pathlib.Path(self.paths.statistics) / executor._RAW_STATISTICS
+        raw = pathlib.Path(self.paths.statistics) / generate._RAW_STATISTICS
         shutil.copyfile(self._raw_backup, raw)
-        self.statistics = executor.finish_statistics(
+        self.statistics = generate.finish_statistics(
             self.layout, self.paths.statistics, max_bad_fraction)
         return self.statistics
 
@@ -213,42 +213,26 @@ class ExampleGenRun:
 def run_example_gen(tmp_path_factory):
     """``run_example_gen(data_dir, **parameters) -> ExampleGenRun``.
 
-    Runs ``executor.build_pipeline`` on an in-memory ``beam.Pipeline()`` (DirectRunner)
-    into fresh temporary directories, then (unless ``finish=False``)
-    ``finish_statistics`` with ``max_bad_fraction``. Parameters are the component's, plus
-    ``block_size`` (bytes of the ratings file per block; default: the pipeline's).
+    Runs ``generate.generate`` on an in-memory ``beam.Pipeline()`` (DirectRunner) into
+    fresh temporary directories, then (unless ``finish=False``) ``finish_statistics`` with
+    ``max_bad_fraction``. Parameters are ``ExampleGenConfig`` fields, plus ``block_size``
+    (bytes of the ratings file per block; default: the pipeline's).
     """
-    import apache_beam as beam
-
-    from components.example_gen import executor, transforms
+    from components.example_gen import generate, transforms
+    from components.example_gen.config import ExampleGenConfig
     from data import movielens
 
-    def run(data_dir, *, min_rating: Optional[float] = 2, min_timeline_length: int = 3,
-            max_context_length: int = 10, max_context_movie_genre_length: int = 10,
-            split_strategy: str = "random", seed: int = 42, train_fraction: float = 0.9,
-            rating_train_fraction: float = 0.8, max_bad_fraction: float = 0.0,
-            block_size: Optional[int] = None, finish: bool = True) -> ExampleGenRun:
+    def run(data_dir, *, block_size: Optional[int] = None, finish: bool = True,
+            max_bad_fraction: float = 0.0, **settings) -> ExampleGenRun:
         layout = movielens.detect_layout(data_dir)
         out = tmp_path_factory.mktemp("example_gen")
-        paths = executor.OutputPaths(
-            sequence_examples=str(out / "sequence_examples"),
-            rating_examples=str(out / "rating_examples"),
-            vocabulary=str(out / "vocabulary"),
-            statistics=str(out / "statistics"))
-        sequence_params = transforms.SequenceParams(
-            min_rating=min_rating, min_timeline_length=min_timeline_length,
-            max_context_length=max_context_length,
-            max_context_movie_genre_length=max_context_movie_genre_length)
-        split_params = transforms.SplitParams(
-            strategy=split_strategy, seed=seed, sequence_train_fraction=train_fraction,
-            rating_train_fraction=rating_train_fraction)
+        paths = generate.OutputPaths.under(str(out))
         # A small block_size spreads a small file over many blocks (and bundles).
-        extra = {} if block_size is None else {"block_size": block_size}
-        with beam.Pipeline() as pipeline:
-            executor.build_pipeline(
-                pipeline, layout, sequence_params, split_params, paths, **extra)
+        generate.generate(str(data_dir), ExampleGenConfig(**settings), paths,
+                          block_size=block_size or transforms.DEFAULT_BLOCK_SIZE,
+                          finish=False)
         backup = out / "raw_statistics.backup.json"
-        shutil.copyfile(os.path.join(paths.statistics, executor._RAW_STATISTICS), backup)
+        shutil.copyfile(os.path.join(paths.statistics, generate._RAW_STATISTICS), backup)
         result = ExampleGenRun(layout=layout, out_dir=out, paths=paths, _raw_backup=backup)
         if finish:
             result.finish(max_bad_fraction)

@@ -21,7 +21,8 @@ import shutil
 
 import pytest
 
-from components.example_gen import executor, transforms
+from components.example_gen import executor, generate, transforms
+from components.example_gen.config import ExampleGenConfig
 from data import movielens
 import reference_sequences as reference  # tests/ is on sys.path (conftest.py)
 
@@ -308,7 +309,7 @@ def test_statistics(tricky_run, tricky_dir, fmt):
         for split in transforms.SPLITS:
             assert stats[f"{kind}_examples"][split] == len(run.serialized(kind, split)) > 0
     assert sum(stats["sequence_examples"].values()) == len(reference.sequence_examples(data))
-    summary = executor.summary_line(stats)
+    summary = generate.summary_line(stats)
     assert f"kept {len(kept)}" in summary and "too short" in summary
 
 
@@ -464,7 +465,7 @@ def test_one_bad_line(synthetic_data, run_example_gen, tmp_path, fmt, reason, ra
     _insert_line(ratings, line, raw)
     run = run_example_gen(data_dir, block_size=BLOCK_SIZE[fmt], finish=False)
 
-    with pytest.raises(executor.BadInputError) as raised:
+    with pytest.raises(generate.BadInputError) as raised:
         run.finish(0.0)
     message = str(raised.value)
     assert f"{ratings}:{line}: {reason}" in message
@@ -500,7 +501,7 @@ def test_many_bad_lines_counted_by_reason(synthetic_data, run_example_gen, tmp_p
     run = run_example_gen(data_dir, block_size=512, finish=False)
 
     fraction = len(bad) / data.lines_read
-    with pytest.raises(executor.BadInputError) as raised:
+    with pytest.raises(generate.BadInputError) as raised:
         run.finish(fraction * 0.99)
     message = str(raised.value)
     for number, reason in data.bad_lines:  # at most 5 per reason: all quoted here
@@ -547,10 +548,7 @@ def _executor_outputs(tmp_path):
     return outputs
 
 
-_EXEC_PROPERTIES = dict(min_rating=2.0, min_timeline_length=3, max_context_length=10,
-                        max_context_movie_genre_length=10, split_strategy="random",
-                        train_fraction=0.9, rating_train_fraction=0.8, seed=42,
-                        max_bad_fraction=0.0)
+_EXEC_PROPERTIES = dict(config=ExampleGenConfig().to_json())
 
 
 def test_executor_rejects_empty_ratings_file(synthetic_data, tmp_path):
@@ -591,16 +589,13 @@ def test_component_parameters(tmp_path):
     component = MovieLensExampleGen(data_dir=str(tmp_path))
     properties = component.exec_properties
     assert properties["data_dir"] == str(tmp_path)
-    assert properties["min_rating"] == 2.0 and properties["min_timeline_length"] == 3
-    assert properties["max_context_length"] == 10
-    assert properties["max_context_movie_genre_length"] == 10
-    assert properties["split_strategy"] == "random" and properties["max_bad_fraction"] == 0.0
+    # One parameter carries every setting, and it round-trips to the same config.
+    assert ExampleGenConfig.from_json(properties["config"]) == ExampleGenConfig()
+    config = ExampleGenConfig(min_rating=None, max_context_length=5, split_strategy="temporal")
+    assert ExampleGenConfig.from_json(MovieLensExampleGen(
+        data_dir="d", config=config).exec_properties["config"]) == config
     assert set(component.outputs) == {
         "sequence_examples", "rating_examples", "vocabulary", "statistics"}
-    assert MovieLensExampleGen(data_dir="d", min_rating=None).exec_properties[
-        "min_rating"] is None
-    for strategy in transforms.SPLIT_STRATEGIES:
-        MovieLensExampleGen(data_dir="d", split_strategy=strategy)
 
 
 @pytest.mark.parametrize("bad, name", [
@@ -614,11 +609,11 @@ def test_component_parameters(tmp_path):
     (dict(max_context_length=0), "max_context_length"),
     (dict(max_context_movie_genre_length=0), "max_context_movie_genre_length"),
 ])
-def test_component_rejects_bad_parameters(bad, name):
-    from components.example_gen.component import MovieLensExampleGen
-
+def test_config_rejects_bad_parameters(bad, name):
     with pytest.raises(ValueError, match=name):
-        MovieLensExampleGen(data_dir="d", **bad)
+        ExampleGenConfig(**bad)
+    with pytest.raises(ValueError, match=name):  # the same check for text and JSON input
+        ExampleGenConfig.from_dict({key: str(value) for key, value in bad.items()})
 
 
 def test_component_runs_in_local_dag_runner(synthetic_data, tmp_path):
@@ -629,7 +624,7 @@ def test_component_runs_in_local_dag_runner(synthetic_data, tmp_path):
         ExampleGenStatistics, MovieLensExampleGen, MovieLensVocabulary)
 
     data_dir = synthetic_data("1m", users=20, movies=40, ratings=600)
-    example_gen = MovieLensExampleGen(data_dir=str(data_dir), seed=3)
+    example_gen = MovieLensExampleGen(data_dir=str(data_dir), config=ExampleGenConfig(seed=3))
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(
         str(tmp_path / "metadata.sqlite"))
     pipeline = tfx.dsl.Pipeline(
@@ -663,6 +658,9 @@ def test_component_runs_in_local_dag_runner(synthetic_data, tmp_path):
         m.year for m in data.movies.values()} - {0}
     for name in ("movies.tsv", "users.tsv"):
         assert os.path.getsize(os.path.join(vocabulary.uri, name)) > 0
+    with open(os.path.join(vocabulary.uri, "sequence_shape.json")) as handle:
+        assert json.load(handle) == {"max_context_length": 10,
+                                     "max_context_movie_genre_length": 10}
     with open(os.path.join(statistics.uri, "statistics.json")) as handle:
         stats = json.load(handle)
     assert stats["ratings_valid"] == len(data.ratings) == 600

@@ -68,7 +68,7 @@ def test_pushed_layout_is_tf_servings_with_both_variants(served_pipeline):
                         ("ranking", ["ranking"])):
         push = _push_result(served_pipeline, name.capitalize())
         for base in bases:
-            [version] = serving.versions(os.path.join(root, base))
+            [version] = publishing.versions(os.path.join(root, base))
             assert version == push["version"]
             directory = os.path.join(root, base, str(version))
             assert os.path.exists(os.path.join(directory, "saved_model.pb"))
@@ -98,7 +98,7 @@ def test_degraded_model_is_neither_blessed_nor_pushed_and_the_pushed_version_sta
     # Every pushed file is still there, unchanged; no new version, no staging left over.
     assert serving_tree(runs.config.serving_root) == runs.serving_before_degraded
     first = _push_result(runs, "Retrieval")["version"]
-    assert serving.versions(os.path.join(runs.config.serving_root, "retrieval")) == [first]
+    assert publishing.versions(os.path.join(runs.config.serving_root, "retrieval")) == [first]
 
 
 def _expected_top_k(export_dir, inputs, k):
@@ -190,7 +190,7 @@ def test_push_to_an_object_store_serves_what_a_local_push_serves(
     assert pushed["destinations"] == {"brute_force": f"{root}/retrieval/{version}",
                                       "scann": f"{root}/retrieval_scann/{version}"}
     for base in ("retrieval", "retrieval_scann"):   # TF Serving's layout, nothing else
-        assert serving.versions(f"{root}/{base}") == [version]
+        assert publishing.versions(f"{root}/{base}") == [version]
         local = remote_fs.local_path(f"{root}/{base}")
         assert os.listdir(local) == [str(version)]
         for name in ("saved_model.pb", "variables/variables.index",
@@ -226,13 +226,13 @@ def test_push_to_an_object_store_serves_what_a_local_push_serves(
     failed = int(refused[0].split("/")[-2])
     assert failed > version
     for base in ("retrieval", "retrieval_scann"):
-        assert serving.versions(f"{root}/{base}") == [version]
+        assert publishing.versions(f"{root}/{base}") == [version]
         assert os.listdir(remote_fs.local_path(f"{root}/{base}")) == [str(version)]
     monkeypatch.undo()
     retried = push(source=source + "-retrained")
     assert not retried.get("already_pushed") and retried["version"] > failed
     for base in ("retrieval", "retrieval_scann"):
-        assert serving.versions(f"{root}/{base}") == [version, retried["version"]]
+        assert publishing.versions(f"{root}/{base}") == [version, retried["version"]]
         assert serving.read_serving_info(f"{root}/{base}/{retried['version']}")[
             "source_model"] == source + "-retrained"
 
@@ -251,15 +251,15 @@ def _writer(content):
 
 def test_publish_renames_into_place_and_never_overwrites(tmp_path):
     base = str(tmp_path / "retrieval")
-    published = serving.publish({base: _writer("one")}, 100)
+    published = publishing.publish({base: _writer("one")}, 100)
     assert published == {base: os.path.join(base, "100")}
     with pytest.raises(FileExistsError):
-        serving.publish({base: _writer("two")}, 100)
+        publishing.publish({base: _writer("two")}, 100)
     with open(os.path.join(base, "100", "saved_model.pb")) as handle:
         assert handle.read() == "one"
     assert os.listdir(base) == ["100"]                      # no staging left behind
-    assert serving.next_version([base], now=50) == 101      # monotonic past the clock
-    assert serving.next_version([base], now=1_000) == 1_000
+    assert publishing.next_version([base], now=50) == 101      # monotonic past the clock
+    assert publishing.next_version([base], now=1_000) == 1_000
 
 
 def test_a_failed_build_publishes_nothing(tmp_path):
@@ -270,7 +270,7 @@ def test_a_failed_build_publishes_nothing(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        serving.publish({bases[0]: _writer("ok"), bases[1]: broken}, 7)
+        publishing.publish({bases[0]: _writer("ok"), bases[1]: broken}, 7)
     assert all(os.listdir(base) == [] for base in bases)
 
 
@@ -306,7 +306,7 @@ def test_publish_to_an_object_store_uploads_saved_model_pb_last(tmp_path, monkey
     monkeypatch.setattr(fileio, "copy", lambda src, dst, overwrite=False: (
         uploads.append(str(dst)), real_copy(src, dst, overwrite))[1])
 
-    published = serving.publish({base: _saved_model_writer("one") for base in bases}, 100)
+    published = publishing.publish({base: _saved_model_writer("one") for base in bases}, 100)
     assert published == {base: base + "/100" for base in bases}
     assert len(uploads) == 6
     # Every other file of every variant first, then each saved_model.pb.
@@ -315,28 +315,28 @@ def test_publish_to_an_object_store_uploads_saved_model_pb_last(tmp_path, monkey
     for base in bases:
         assert _local_files(base) == {f"100/{name}": "one" for name in (
             "saved_model.pb", "variables/variables.index", "assets.extra/serving.json")}
-        assert serving.versions(base) == [100]
-        assert serving.latest_version_dir(base) == base + "/100"
+        assert publishing.versions(base) == [100]
+        assert publishing.latest_version_dir(base) == base + "/100"
     assert os.listdir(staging) == []                      # the local builds are gone
     with pytest.raises(FileExistsError):
-        serving.publish({base: _saved_model_writer("two") for base in bases}, 100)
+        publishing.publish({base: _saved_model_writer("two") for base in bases}, 100)
     assert all(set(_local_files(base).values()) == {"one"} for base in bases)
-    assert serving.next_version(bases, now=50) == 101
+    assert publishing.next_version(bases, now=50) == 101
 
 
 def test_a_failed_upload_removes_its_version_and_a_leftover_number_is_never_reused(
         tmp_path, monkeypatch):
     root = remote_fs.install(tmp_path / "bucket")
     bases = [root + "serving/retrieval", root + "serving/retrieval_scann"]
-    serving.publish({base: _saved_model_writer("one") for base in bases}, 100)
+    publishing.publish({base: _saved_model_writer("one") for base in bases}, 100)
     before = {base: _local_files(base) for base in bases}
 
     # The last saved_model.pb fails: the other variant's complete version goes too.
     _failing_on(monkeypatch, lambda dst: dst == bases[1] + "/101/saved_model.pb")
     with pytest.raises(OSError):
-        serving.publish({base: _saved_model_writer("two") for base in bases}, 101)
+        publishing.publish({base: _saved_model_writer("two") for base in bases}, 101)
     assert {base: _local_files(base) for base in bases} == before
-    assert serving.next_version(bases, now=0) == 101
+    assert publishing.next_version(bases, now=0) == 101
 
     # An interrupted upload (the clean-up fails too) leaves a version directory without
     # saved_model.pb: not loadable, not the latest, and its number is never reused.
@@ -345,15 +345,15 @@ def test_a_failed_upload_removes_its_version_and_a_leftover_number_is_never_reus
     monkeypatch.setattr(fileio, "rmtree", lambda path: (_ for _ in ()).throw(
         OSError("connection lost")))
     with pytest.raises(OSError, match="upload of"):
-        serving.publish({base: _saved_model_writer("two") for base in bases}, 101)
+        publishing.publish({base: _saved_model_writer("two") for base in bases}, 101)
     for base in bases:
         assert sorted(os.listdir(remote_fs.local_path(base))) == ["100", "101"]
         assert "101/saved_model.pb" not in _local_files(base)
-        assert serving.versions(base) == [100]
-        assert serving.latest_version_dir(base) == base + "/100"
-    assert serving.next_version(bases, now=0) == 102
+        assert publishing.versions(base) == [100]
+        assert publishing.latest_version_dir(base) == base + "/100"
+    assert publishing.next_version(bases, now=0) == 102
     with pytest.raises(FileExistsError):                  # never written into either
-        serving.publish({base: _saved_model_writer("three") for base in bases}, 101)
+        publishing.publish({base: _saved_model_writer("three") for base in bases}, 101)
 
 
 def test_variants_whose_latest_versions_differ_are_pushed_again(tmp_path, monkeypatch):
@@ -370,8 +370,8 @@ def test_variants_whose_latest_versions_differ_are_pushed_again(tmp_path, monkey
                 json.dump({"source_model": source}, handle)
         return build
 
-    serving.publish({base: with_source("old") for base in bases.values()}, 100)
-    serving.publish({bases["brute_force"]: with_source("new")}, 101)
+    publishing.publish({base: with_source("old") for base in bases.values()}, 100)
+    publishing.publish({bases["brute_force"]: with_source("new")}, 101)
     built = []
     monkeypatch.setattr(executor, "_retrieval_builders", lambda model_dir, bases_, *_: (
         built.append(model_dir) or {b: with_source("new") for b in bases_.values()}, {}))
@@ -380,7 +380,7 @@ def test_variants_whose_latest_versions_differ_are_pushed_again(tmp_path, monkey
                            now=0)
     assert built == ["model"] and not result.get("already_pushed")
     assert result["version"] == 102
-    assert all(serving.versions(base)[-1] == 102 for base in bases.values())
+    assert all(publishing.versions(base)[-1] == 102 for base in bases.values())
     again = executor.push("model", root, "retrieval", "retrieval", True, source="new")
     assert again["already_pushed"] and again["version"] == 102 and built == ["model"]
 

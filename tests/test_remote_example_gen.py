@@ -18,7 +18,9 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import standard_artifacts
 
 import pipeline_runner
-from components.example_gen import component, executor
+from components import contract
+from components.example_gen import component, executor, generate
+from components.example_gen.config import ExampleGenConfig
 from data import download, movielens, synthetic
 import reference_sequences as reference  # tests/ is on sys.path (conftest.py)
 import remote_fs
@@ -29,10 +31,7 @@ ARTIFACT_TYPES = dict(
     vocabulary=component.MovieLensVocabulary, statistics=component.ExampleGenStatistics)
 VOCABULARIES = ("movies.tsv", "users.tsv", "genres.txt", "years.txt")
 BAD_LINE = 37  # of u.data: a line with three fields, which the statistics must locate
-EXEC_PROPERTIES = dict(min_rating=2.0, min_timeline_length=3, max_context_length=10,
-                       max_context_movie_genre_length=10, split_strategy="random",
-                       train_fraction=0.9, rating_train_fraction=0.8, seed=42,
-                       max_bad_fraction=0.01)
+MAX_BAD_FRACTION = 0.01
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +59,7 @@ def remote(tmp_path_factory, local_data) -> str:
     return root
 
 
-def _run_executor(data_dir: str, out_root: str, **properties) -> dict:
+def _run_executor(data_dir: str, out_root: str, max_bad_fraction=MAX_BAD_FRACTION) -> dict:
     """Executor.Do on in-memory Beam into ``<out_root>/<output>``; returns the URIs.
 
     The output directories are not created first: on an object store there are none."""
@@ -70,7 +69,8 @@ def _run_executor(data_dir: str, out_root: str, **properties) -> dict:
     context = base_beam_executor.BaseBeamExecutor.Context(
         beam_pipeline_args=["--direct_running_mode=in_memory"])
     executor.Executor(context).Do(
-        {}, output_dict, dict(EXEC_PROPERTIES, data_dir=data_dir, **properties))
+        {}, output_dict, {"data_dir": data_dir, "config": ExampleGenConfig(
+            max_bad_fraction=max_bad_fraction).to_json()})
     return {name: artifact.uri for name, (artifact,) in output_dict.items()}
 
 
@@ -89,7 +89,7 @@ def _read_outputs(uris: dict) -> dict:
             content[name] = handle.read()
     statistics_dir = local(uris["statistics"])
     content["statistics_files"] = sorted(os.listdir(statistics_dir))
-    with open(os.path.join(statistics_dir, executor.STATISTICS_FILE)) as handle:
+    with open(os.path.join(statistics_dir, contract.STATISTICS_FILE)) as handle:
         content["statistics"] = json.load(handle)
     return content
 
@@ -114,8 +114,8 @@ def runs(remote, local_data, tmp_path_factory):
 
 def test_remote_run_writes_only_through_the_file_systems(runs):
     assert os.listdir(runs["workdir"]) == []
-    assert runs["remote"]["statistics_files"] == [executor.STATISTICS_FILE]
-    assert runs["local"]["statistics_files"] == [executor.STATISTICS_FILE]
+    assert runs["remote"]["statistics_files"] == [contract.STATISTICS_FILE]
+    assert runs["local"]["statistics_files"] == [contract.STATISTICS_FILE]
 
 
 @pytest.mark.parametrize("kind", ["sequence_examples", "rating_examples"])
@@ -148,7 +148,7 @@ def test_remote_statistics_equal_local_and_name_remote_files(runs, remote):
 
 
 def test_remote_bad_lines_fail_naming_remote_file_and_line(remote):
-    with pytest.raises(executor.BadInputError) as raised:
+    with pytest.raises(generate.BadInputError) as raised:
         _run_executor(remote + "data", remote + "out_strict", max_bad_fraction=0.0)
     assert f"{remote}data/u.data:{BAD_LINE}: {movielens.WRONG_FIELD_COUNT}" in str(
         raised.value)

@@ -56,13 +56,13 @@ def retrained(served_pipeline, tmp_path_factory):
     argv[argv.index("--output-root") + 1] = output_root
     argv += ["--models", "retrieval"]
     config = pipeline_runner.config_from_args(pipeline_runner.build_parser().parse_args(argv))
-    serving_before = serving.versions(os.path.join(config.serving_root, "retrieval"))
+    serving_before = publishing.versions(os.path.join(config.serving_root, "retrieval"))
     executions = {e["node"]: e for e in pipeline_runner.run(config)}
     return runs, config, executions, serving_before
 
 
 def _lines_read(example_gen_execution) -> int:
-    from components.example_gen.executor import STATISTICS_FILE
+    from components.contract import STATISTICS_FILE
 
     (uri,) = example_gen_execution["outputs"]["statistics"]
     with open(os.path.join(uri, STATISTICS_FILE)) as handle:
@@ -98,7 +98,7 @@ def test_pushed_only_if_blessed_as_a_newer_version(retrained):
     with open(os.path.join(executions["RetrievalPusher"]["outputs"]["pushed_model"][0],
                            "push.json")) as handle:
         push = json.load(handle)
-    after = serving.versions(os.path.join(config.serving_root, "retrieval"))
+    after = publishing.versions(os.path.join(config.serving_root, "retrieval"))
     assert serving_before and push["pushed"] is blessed
     if blessed:
         assert after == serving_before + [push["version"]]

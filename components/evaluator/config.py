@@ -19,14 +19,12 @@ from typing import List
 
 import tensorflow_model_analysis as tfma
 
-from components.trainer import export
-from components.trainer import features as F
-from pipeline.configs import EvaluationConfig
+from components import contract
+from components.evaluator.gates import EvaluationConfig
 
-RANKING_KINDS = ("ranking",)
 RMSE_CLASS = "RootMeanSquaredError"
 TOP_K_CLASS = "SparseTopKCategoricalAccuracy"
-EVAL_SPLIT = "eval"
+EVAL_SPLIT = contract.EVAL
 
 
 def top_k_metric_name(k: int) -> str:
@@ -36,15 +34,17 @@ def top_k_metric_name(k: int) -> str:
 
 def gated_metric(model_kind: str, evaluation: EvaluationConfig) -> str:
     """The name of the metric whose thresholds decide the blessing."""
-    return "rmse" if model_kind in RANKING_KINDS else top_k_metric_name(evaluation.top_k)
+    if contract.model_kind(model_kind).gated_on_rmse:
+        return "rmse"
+    return top_k_metric_name(evaluation.top_k)
 
 
 def slicing_specs() -> List[tfma.SlicingSpec]:
     """Overall, by user activity and by movie popularity (features from the Trainer's
     ``transform_features`` signature)."""
     return [tfma.SlicingSpec(),
-            tfma.SlicingSpec(feature_keys=[export.USER_ACTIVITY]),
-            tfma.SlicingSpec(feature_keys=[export.MOVIE_POPULARITY])]
+            tfma.SlicingSpec(feature_keys=[contract.USER_ACTIVITY]),
+            tfma.SlicingSpec(feature_keys=[contract.MOVIE_POPULARITY])]
 
 
 def _overall(threshold: tfma.MetricThreshold) -> List[tfma.PerSliceMetricThreshold]:
@@ -57,11 +57,12 @@ def _overall(threshold: tfma.MetricThreshold) -> List[tfma.PerSliceMetricThresho
 def eval_config(model_kind: str, evaluation: EvaluationConfig) -> tfma.EvalConfig:
     """The EvalConfig of the Evaluator of a ``model_kind`` ("retrieval", "multitask",
     "sequential", "ranking") Trainer."""
-    if model_kind in RANKING_KINDS:
+    if contract.model_kind(model_kind).gated_on_rmse:
         model_spec = tfma.ModelSpec(
-            signature_name=export.TF_EXAMPLES_SIGNATURE, prediction_key="rating",
-            label_key=F.USER_RATING, model_type=tfma.TF_GENERIC,
-            preprocessing_function_names=[export.TRANSFORM_SIGNATURE])
+            signature_name=contract.TF_EXAMPLES_SIGNATURE,
+            prediction_key=contract.RATING_OUTPUT, label_key=contract.USER_RATING,
+            model_type=tfma.TF_GENERIC,
+            preprocessing_function_names=[contract.TRANSFORM_SIGNATURE])
         metric = tfma.MetricConfig(
             class_name=RMSE_CLASS, config='{"name": "rmse"}',
             per_slice_thresholds=_overall(tfma.MetricThreshold(
@@ -72,9 +73,9 @@ def eval_config(model_kind: str, evaluation: EvaluationConfig) -> tfma.EvalConfi
                     absolute={"value": evaluation.rmse_tolerance}))))
     else:
         model_spec = tfma.ModelSpec(
-            signature_name=export.EVAL_SIGNATURE, prediction_key=export.SCORES,
-            label_key=export.LABEL_INDEX, model_type=tfma.TF_GENERIC,
-            preprocessing_function_names=[export.TRANSFORM_SIGNATURE])
+            signature_name=contract.EVAL_SIGNATURE, prediction_key=contract.SCORES,
+            label_key=contract.LABEL_INDEX, model_type=tfma.TF_GENERIC,
+            preprocessing_function_names=[contract.TRANSFORM_SIGNATURE])
         name = top_k_metric_name(evaluation.top_k)
         metric = tfma.MetricConfig(
             class_name=TOP_K_CLASS, config=f'{{"k": {evaluation.top_k}, "name": "{name}"}}',

@@ -18,7 +18,10 @@ from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx import types
 from tfx.types import artifact, component_spec, standard_artifacts
 
+from components import contract
 from components.example_gen import executor
+from components.example_gen import config as config_lib
+from components.example_gen.config import ExampleGenConfig
 
 
 # The artifact types' names are their import paths: a compiled Kubeflow v2 / Vertex
@@ -41,70 +44,40 @@ class ExampleGenStatistics(artifact.Artifact):
 
 class MovieLensExampleGenSpec(component_spec.ComponentSpec):
     PARAMETERS = {
-        "data_dir": component_spec.ExecutionParameter(type=str),
+        config_lib.DATA_DIR: component_spec.ExecutionParameter(type=str),
         # Changes with the data's content, so that the cache reruns only on new data.
-        "input_fingerprint": component_spec.ExecutionParameter(type=str, optional=True),
-        "min_rating": component_spec.ExecutionParameter(type=float, optional=True),
-        "min_timeline_length": component_spec.ExecutionParameter(type=int),
-        "max_context_length": component_spec.ExecutionParameter(type=int),
-        "max_context_movie_genre_length": component_spec.ExecutionParameter(type=int),
-        "split_strategy": component_spec.ExecutionParameter(type=str),
-        "train_fraction": component_spec.ExecutionParameter(type=float),
-        "rating_train_fraction": component_spec.ExecutionParameter(type=float),
-        "seed": component_spec.ExecutionParameter(type=int),
-        "max_bad_fraction": component_spec.ExecutionParameter(type=float),
+        config_lib.INPUT_FINGERPRINT: component_spec.ExecutionParameter(type=str, optional=True),
+        # ExampleGenConfig as JSON: the one definition of example generation's settings.
+        config_lib.CONFIG: component_spec.ExecutionParameter(type=str),
     }
     INPUTS = {}
     OUTPUTS = {
-        "sequence_examples": component_spec.ChannelParameter(type=standard_artifacts.Examples),
-        "rating_examples": component_spec.ChannelParameter(type=standard_artifacts.Examples),
-        "vocabulary": component_spec.ChannelParameter(type=MovieLensVocabulary),
-        "statistics": component_spec.ChannelParameter(type=ExampleGenStatistics),
+        contract.SEQUENCE_EXAMPLES: component_spec.ChannelParameter(
+            type=standard_artifacts.Examples),
+        contract.RATING_EXAMPLES: component_spec.ChannelParameter(
+            type=standard_artifacts.Examples),
+        contract.VOCABULARY: component_spec.ChannelParameter(type=MovieLensVocabulary),
+        contract.STATISTICS: component_spec.ChannelParameter(type=ExampleGenStatistics),
     }
 
 
 class MovieLensExampleGen(base_beam_component.BaseBeamComponent):
     """Reads a MovieLens directory and writes the examples every model trains on.
 
-    Defaults are the sequential tutorial's flags. ``min_rating=None`` keeps every rating.
-    ``split_strategy``: ``random`` (per example, seeded hash), ``temporal`` (a global time
-    cutoff at the train fraction; later events to eval) or ``leave_last_out`` (each user's
-    last label / rating to eval). Fails when more than ``max_bad_fraction`` of the rating
-    lines are unusable; below that, every dropped line is counted by reason.
+    ``config`` (:class:`ExampleGenConfig`, validated when it is built) says how; see its
+    fields. Fails when more than ``config.max_bad_fraction`` of the rating lines are
+    unusable; below that, every dropped line is counted by reason.
     """
 
     SPEC_CLASS = MovieLensExampleGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(
-        self,
-        data_dir: str,
-        input_fingerprint: Optional[str] = None,
-        min_rating: Optional[float] = 2,
-        min_timeline_length: int = 3,
-        max_context_length: int = 10,
-        max_context_movie_genre_length: int = 10,
-        split_strategy: str = "random",
-        train_fraction: float = 0.9,
-        rating_train_fraction: float = 0.8,
-        seed: int = 42,
-        max_bad_fraction: float = 0.0,
-    ):
-        executor.validate_parameters(
-            split_strategy, train_fraction, rating_train_fraction, max_bad_fraction,
-            min_timeline_length, max_context_length, max_context_movie_genre_length)
+    def __init__(self, data_dir: str, config: Optional[ExampleGenConfig] = None,
+                 input_fingerprint: Optional[str] = None):
         spec = MovieLensExampleGenSpec(
             data_dir=data_dir,
             input_fingerprint=input_fingerprint,
-            min_rating=None if min_rating is None else float(min_rating),
-            min_timeline_length=min_timeline_length,
-            max_context_length=max_context_length,
-            max_context_movie_genre_length=max_context_movie_genre_length,
-            split_strategy=split_strategy,
-            train_fraction=train_fraction,
-            rating_train_fraction=rating_train_fraction,
-            seed=seed,
-            max_bad_fraction=max_bad_fraction,
+            config=(config or ExampleGenConfig()).to_json(),
             sequence_examples=types.Channel(type=standard_artifacts.Examples),
             rating_examples=types.Channel(type=standard_artifacts.Examples),
             vocabulary=types.Channel(type=MovieLensVocabulary),

@@ -21,7 +21,6 @@ combiner.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import struct
 import warnings
@@ -33,47 +32,21 @@ import pyarrow as pa
 from apache_beam.io import filebasedsink, filebasedsource
 from apache_beam.io.filesystem import CompressionTypes
 
+from components import contract
+from components.example_gen import config as config_lib
 from data import movielens
 
-TRAIN = "train"
-EVAL = "eval"
-SPLITS = (TRAIN, EVAL)
-
-SPLIT_RANDOM = "random"
-SPLIT_TEMPORAL = "temporal"
-SPLIT_LEAVE_LAST_OUT = "leave_last_out"
-SPLIT_STRATEGIES = (SPLIT_RANDOM, SPLIT_TEMPORAL, SPLIT_LEAVE_LAST_OUT)
-
-SEQUENCE = "sequence"
-RATING = "rating"
-KINDS = (SEQUENCE, RATING)
-
-PAD_MOVIE_ID = 0
-PAD_GENRE = b"UNK"
+TRAIN, EVAL, SPLITS = contract.TRAIN, contract.EVAL, contract.SPLITS
+SPLIT_RANDOM, SPLIT_TEMPORAL = config_lib.SPLIT_RANDOM, config_lib.SPLIT_TEMPORAL
+SEQUENCE, RATING, KINDS = contract.SEQUENCE, contract.RATING, contract.EXAMPLE_KINDS
+PAD_MOVIE_ID = contract.PAD_MOVIE_ID
+PAD_GENRE = contract.PAD_GENRE.encode()
 
 # How many bad lines of each reason the statistics quote.
 BAD_LINE_SAMPLES = 5
 # Bytes per block of the ratings file: small enough to spread a 1M-rating file over
 # workers, large enough that per-block costs vanish.
 DEFAULT_BLOCK_SIZE = 4 << 20
-
-
-@dataclasses.dataclass(frozen=True)
-class SequenceParams:
-    """The sequential tutorial's flags (its defaults)."""
-
-    min_rating: Optional[float] = 2
-    min_timeline_length: int = 3
-    max_context_length: int = 10
-    max_context_movie_genre_length: int = 10
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitParams:
-    strategy: str = SPLIT_RANDOM
-    seed: int = 0
-    sequence_train_fraction: float = 0.9
-    rating_train_fraction: float = 0.8
 
 
 class DroppedLine(NamedTuple):
@@ -301,7 +274,7 @@ def events_by_user(user: np.ndarray, events: Events) -> Iterator[Tuple[int, Even
             yield int(user[index[0]]), events.take(index)
 
 
-def is_kept(params: SequenceParams, rating: np.ndarray) -> np.ndarray:
+def is_kept(params: config_lib.ExampleGenConfig, rating: np.ndarray) -> np.ndarray:
     """Which ratings enter the timelines (min_rating None keeps all)."""
     if params.min_rating is None:
         return np.ones(len(rating), dtype=bool)
@@ -326,7 +299,7 @@ class ParseBlocksFn(beam.DoFn):
     STATS = "stats"
     MOVIE_COUNTS = "movie_counts"
 
-    def __init__(self, layout: movielens.Layout, params: SequenceParams):
+    def __init__(self, layout: movielens.Layout, params: config_lib.ExampleGenConfig):
         self._layout = layout
         self._params = params
         self._catalogue: Optional[MovieCatalogue] = None
@@ -443,7 +416,7 @@ def _single(values: np.ndarray, arrow_type) -> pa.Array:
 
 
 def sequence_columns(
-    user_id: int, timeline: Events, catalogue: MovieCatalogue, params: SequenceParams,
+    user_id: int, timeline: Events, catalogue: MovieCatalogue, params: config_lib.ExampleGenConfig,
 ) -> Dict[str, pa.Array]:
     """One row per label ``timeline[i]``, i >= 1 (the reference algorithm).
 
@@ -572,10 +545,9 @@ class UserExamplesFn(beam.DoFn):
     USER_COUNTS = "user_counts"
     OUTPUTS = tuple(f"{kind}_{split}" for kind in KINDS for split in SPLITS)
 
-    def __init__(self, layout: movielens.Layout, params: SequenceParams, split: SplitParams):
+    def __init__(self, layout: movielens.Layout, params: config_lib.ExampleGenConfig):
         self._layout = layout
         self._params = params
-        self._split = split
         self._catalogue: Optional[MovieCatalogue] = None
         self._users: Dict[int, movielens.User] = {}
 
@@ -602,8 +574,8 @@ class UserExamplesFn(beam.DoFn):
         with_user_features = self._layout.users_path is not None
         if with_user_features and user is None:
             stats["users_without_profile"] = 1
-        split = self._split
-        eval_mask = is_eval(split.strategy, split.seed, split.rating_train_fraction, RATING,
+        split = self._params
+        eval_mask = is_eval(split.split_strategy, split.seed, split.rating_train_fraction, RATING,
                             user_id, events.movie, events.timestamp, cutoffs.get(RATING))
         yield from self._emit(
             RATING, rating_columns(user_id, events, self._catalogue, user, with_user_features),
@@ -617,7 +589,7 @@ class UserExamplesFn(beam.DoFn):
             else:
                 labels = np.arange(1, len(timeline))
                 eval_mask = is_eval(
-                    split.strategy, split.seed, split.sequence_train_fraction, SEQUENCE,
+                    split.split_strategy, split.seed, split.train_fraction, SEQUENCE,
                     user_id, labels, timeline.timestamp[1:], cutoffs.get(SEQUENCE))
                 yield from self._emit(
                     SEQUENCE,
@@ -699,7 +671,7 @@ def user_vocabulary_text(user_counts: Iterable[Tuple[int, int]]) -> str:
 
 
 def event_timestamps(
-    user_events: Tuple[int, Events], params: SequenceParams, kept_only: bool,
+    user_events: Tuple[int, Events], params: config_lib.ExampleGenConfig, kept_only: bool,
 ) -> np.ndarray:
     """The timestamps of one (user, Events) element, of kept ratings only if asked."""
     events = user_events[1]

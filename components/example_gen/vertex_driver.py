@@ -25,9 +25,7 @@ import sys
 from typing import List, Optional
 
 import components  # noqa: F401  (Keras 2 before TensorFlow, as every entry point)
-
-DATA_DIR = "data_dir"
-INPUT_FINGERPRINT = "input_fingerprint"
+from components.example_gen.config import DATA_DIR, INPUT_FINGERPRINT
 COMMAND = ["python", "-m", "components.example_gen.vertex_driver"]
 
 

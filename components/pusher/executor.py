@@ -21,8 +21,10 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components import contract
+from components.pusher import publishing
+
 PUSH_FILE = "push.json"
-RANKING = "ranking"
 _PUSHED = "pushed"
 _PUSHED_VERSION = "pushed_version"
 _PUSHED_DESTINATION = "pushed_destination"
@@ -48,8 +50,8 @@ def push(model_dir: str, serving_root: str, model_name: str, model_kind: str,
     source = source or model_dir
     if not blessed:
         return {"pushed": False, "reason": "the model is not blessed", "source": source}
-    variants = ([serving.BRUTE_FORCE] if model_kind == RANKING
-                else [serving.BRUTE_FORCE, serving.SCANN])
+    retrieves = contract.model_kind(model_kind).retrieves
+    variants = [serving.BRUTE_FORCE, serving.SCANN] if retrieves else [serving.BRUTE_FORCE]
     bases = {variant: serving.variant_base(serving_root, model_name, variant)
              for variant in variants}
     latest = _served_version_of(bases, source)
@@ -57,17 +59,17 @@ def push(model_dir: str, serving_root: str, model_name: str, model_kind: str,
         return {"pushed": True, "already_pushed": True, "version": latest,
                 "destinations": {v: os.path.join(b, str(latest)) for v, b in bases.items()},
                 "source": source}
-    version = serving.next_version(bases.values(), now)
+    version = publishing.next_version(bases.values(), now)
     info = {"model_name": model_name, "model_kind": model_kind, "version": version,
             "source_model": source, "pushed_at": int(time.time()), "max_k": max_k}
-    if model_kind == RANKING:
+    if retrieves:
+        builders, details = _retrieval_builders(model_dir, bases, info, max_k,
+                                                scann_overrides)
+    else:  # a model that only rates is served as exported
         builders = {bases[serving.BRUTE_FORCE]: lambda d: _copy_model(
             model_dir, d, {**info, "variant": "as_exported"})}
         details: Dict[str, Any] = {}
-    else:
-        builders, details = _retrieval_builders(model_dir, bases, info, max_k,
-                                                scann_overrides)
-    published = serving.publish(builders, version)
+    published = publishing.publish(builders, version)
     destinations = {variant: published[base] for variant, base in bases.items()}
     logging.info("Pushed %s version %d: %s", model_name, version, destinations)
     return {"pushed": True, "version": version, "destinations": destinations,
@@ -80,7 +82,7 @@ def _served_version_of(bases: Dict[str, str], source: str) -> Optional[int]:
     variants' latest versions apart: then the model is pushed again, as a new version.)"""
     from components.pusher import serving  # pylint: disable=import-outside-toplevel
 
-    latest = {max(serving.versions(base), default=None) for base in bases.values()}
+    latest = {max(publishing.versions(base), default=None) for base in bases.values()}
     if len(latest) != 1 or None in latest:
         return None
     (version,) = latest
@@ -102,7 +104,7 @@ def _source_of(version_dir: str) -> Optional[str]:
 def _copy_model(model_dir: str, target: str, info: Dict) -> None:
     from components.pusher import serving  # pylint: disable=import-outside-toplevel
 
-    serving.copy_tree(model_dir, target)
+    publishing.copy_tree(model_dir, target)
     serving.copy_assets(model_dir, target, info)
 
 
@@ -112,13 +114,15 @@ def _retrieval_builders(model_dir: str, bases: Dict[str, str], info: Dict, max_k
 
     from components.pusher import ann, serving  # pylint: disable=import-outside-toplevel
 
-    extra = os.path.join(model_dir, serving.EXTRA_ASSETS)
-    candidates = serving.load_npz(os.path.join(extra, "candidates.npz"))
+    extra = os.path.join(model_dir, contract.EXTRA_ASSETS)
+    candidates = publishing.load_npz(os.path.join(extra, contract.CANDIDATES_FILE))
     movie_ids, embeddings = candidates["movie_ids"], candidates["embeddings"]
-    titles_by_id = serving.load_titles(os.path.join(extra, "movies.tsv"))
+    titles_by_id = serving.load_titles(os.path.join(extra, contract.MOVIES_FILE))
     titles = [titles_by_id.get(int(movie_id), "") for movie_id in movie_ids]
     query_model = tf.saved_model.load(model_dir)
     inputs = sorted(serving.query_input_spec(query_model))
+    if contract.CONTEXT_MOVIE_ID in inputs:  # how much of a history the model reads
+        info = {**info, contract.MAX_CONTEXT_LENGTH: serving.context_length(model_dir)}
 
     params = ann.tune(len(movie_ids), max_k, scann_overrides)
     started = time.time()
@@ -139,7 +143,7 @@ def _retrieval_builders(model_dir: str, bases: Dict[str, str], info: Dict, max_k
             serving.save_server(server, directory)
             serving.copy_assets(model_dir, directory, {
                 **info, "variant": variant, "inputs": inputs,
-                "signatures": [serving.RECOMMEND_SIGNATURE, serving.EXCLUDING_SIGNATURE],
+                "signatures": [contract.RECOMMEND_SIGNATURE, contract.EXCLUDING_SIGNATURE],
                 **({"index": index} if searcher_or_none is not None else {})})
         return write
 

@@ -1,10 +1,15 @@
-"""The TFX Trainer's model code: the input pipeline and the TFRS models.
+"""The TFX Trainer's model code, one concern per module.
 
-* :mod:`components.trainer.features` -- parse specs, ``make_dataset`` over the example
-  generator's gzipped TFRecords, the vocabulary directory loader.
-* :mod:`components.trainer.models` -- the hyperparameters (``HParams.from_dict`` of the
-  Trainer's ``custom_config``), the retrieval, ranking, multitask and sequential models,
-  their evaluation and export helpers.
+* ``hparams``     every hyperparameter and each kind's tuned defaults (TensorFlow-free)
+* ``vocabulary``  the example generator's vocabulary directory
+* ``inputs``      parse specs and datasets over the gzipped TFRecords
+* ``encoders``    movie side tables and time encodings
+* ``towers``      user, movie and sequence towers
+* ``tasks``       retrieval and rating losses and metrics
+* ``models``      the four TFRS models, built from ``HParams``
+* ``evaluation``  exact top-K over the catalogue, RMSE
+* ``export``      the SavedModel's serving and Evaluator signatures
+* ``run``         TFX's ``run_fn``; ``component`` the Trainer with a vocabulary input
 
 Importing this package sets ``TF_USE_LEGACY_KERAS=1`` (through :mod:`components`) before
 TensorFlow loads, as TFRS 0.7.7 needs Keras 2 (``tf_keras``).

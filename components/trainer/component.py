@@ -20,8 +20,12 @@ from tfx.types import artifact_utils, component_spec, standard_artifacts, standa
 from components.example_gen.component import MovieLensVocabulary
 
 VOCABULARY_KEY = "vocabulary"
-VOCABULARY_DIR_CONFIG = "vocabulary_dir"
 RUN_FN = "components.trainer.run.run_fn"
+# custom_config keys run_fn reads.
+VOCABULARY_DIR_CONFIG = "vocabulary_dir"  # set by the executor
+HPARAMS_CONFIG = "hparams"
+TRAIN_STEPS_CONFIG = "train_steps"
+SLICES_CONFIG = "eval_slices"
 
 
 class RecommenderTrainerSpec(component_spec.ComponentSpec):
@@ -48,17 +52,18 @@ class Executor(trainer_executor.GenericExecutor):
 
 
 class RecommenderTrainer(base_component.BaseComponent):
-    """Trains one model of components/trainer/models.py (which one: ``hparams["model"]``).
+    """Trains one model of components/trainer/models.py (which kind: ``hparams["model"]``).
 
     Args:
       examples: rating examples (retrieval, ranking, multitask) or sequence examples
         (sequential), with train and eval splits.
       vocabulary: the example generator's vocabulary output.
-      hparams: a dict for ``models.HParams.from_dict``; it travels as custom_config.
+      hparams: a dict for ``HParams.from_dict`` (components/trainer/hparams.py); it
+        travels as custom_config.
       base_model: optional warm start (unused by run_fn today).
-      run_config: more custom_config entries for run_fn: "train_steps" (train on the
-        first N batches only; 0: export the untrained model) and "eval_slices"
-        (``EvaluationConfig.slices()``: the Evaluator's slice features).
+      run_config: more custom_config entries for run_fn: ``TRAIN_STEPS_CONFIG`` (train
+        on the first N batches only; 0: export the untrained model) and
+        ``SLICES_CONFIG`` (a ``SliceSpec`` dict: the Evaluator's slice features).
     """
 
     SPEC_CLASS = RecommenderTrainerSpec
@@ -74,7 +79,7 @@ class RecommenderTrainer(base_component.BaseComponent):
             train_args=trainer_pb2.TrainArgs(splits=["train"]),
             eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
             run_fn=RUN_FN,
-            custom_config=json.dumps({**(run_config or {}), "hparams": hparams},
+            custom_config=json.dumps({**(run_config or {}), HPARAMS_CONFIG: hparams},
                                      sort_keys=True),
             model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun),

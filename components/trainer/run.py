@@ -1,6 +1,6 @@
 """The Trainer's ``run_fn``: train one model, evaluate it on the eval split, export it.
 
-What lands where:
+What lands where (file names from components/contract.py):
   <model>/Format-Serving/             SavedModel: the query tower (ranking: the model), with
                                       ``serving_default`` (raw tensors),
                                       ``serve_tf_examples``, and the Evaluator's
@@ -8,8 +8,9 @@ What lands where:
                                       (see components/trainer/export.py)
   <model>/Format-Serving/assets.extra/
       candidates.npz                  movie ids [M] and their embeddings [M, D], rows in
-                                      vocabulary order (retrieval, multitask, sequential)
-      movies.tsv, users.tsv           the vocabulary the rows refer to
+                                      vocabulary order (models that retrieve)
+      movies.tsv, users.tsv,          the vocabulary the rows refer to, and the sequence
+      sequence_shape.json             examples' padded lengths
       rated.npz                       each user's movies in the examples (both splits)
                                       and latest timestamp (what serving leaves out)
       metrics.json                    the eval-split metrics below, and the hyperparameters
@@ -17,9 +18,9 @@ What lands where:
 
 Files go through ``tf.io.gfile``: on Kubeflow / Vertex AI the artifacts are on ``gs://``.
 
-Metrics: retrieval-like models report top-K accuracy over all movies (the tutorials'
+Metrics: models that retrieve report top-K accuracy over all movies (the tutorials'
 protocol) and ``*_excluding_rated`` (the user's training movies masked, as serving does);
-ranking and multitask report RMSE in stars.
+models that rate report RMSE in stars.
 """
 
 from __future__ import annotations
@@ -35,16 +36,17 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
+from components import contract
+from components.evaluator.slices import SliceSpec
+from components.trainer import evaluation, inputs, models
 from components.trainer import export as export_lib
-from components.trainer import features as F
-from components.trainer import models
-from components.trainer.component import VOCABULARY_DIR_CONFIG
+from components.trainer.component import (SLICES_CONFIG, TRAIN_STEPS_CONFIG,
+                                          VOCABULARY_DIR_CONFIG)
+from components.trainer.hparams import HParams
+from components.trainer.vocabulary import Vocabulary, load_vocabulary
 
-METRICS_FILE = "metrics.json"
-TRAIN_STEPS_CONFIG = "train_steps"  # custom_config keys besides "hparams"
-SLICES_CONFIG = "eval_slices"
-CANDIDATES_FILE = "candidates.npz"
-EXTRA_ASSETS = "assets.extra"
+# The vocabulary files a served model carries beside its SavedModel.
+_COPIED_VOCABULARY = (contract.MOVIES_FILE, contract.USERS_FILE, contract.SEQUENCE_SHAPE_FILE)
 
 
 class _EpochLogger(keras.callbacks.Callback):
@@ -60,42 +62,41 @@ class _EpochLogger(keras.callbacks.Callback):
                      time.time() - self._started, shown)
 
 
-def evaluate(model, hparams: models.HParams, vocabulary: F.Vocabulary,
+def evaluate(model, hparams: HParams, vocabulary: Vocabulary,
              train_files, eval_files) -> Dict[str, Any]:
     """The model's figures on the eval split (see the module docstring)."""
-    eval_data = models.input_dataset(hparams, eval_files, training=False)
+    kind = hparams.kind
+    eval_data = inputs.input_dataset(hparams, vocabulary, eval_files, training=False)
     metrics: Dict[str, Any] = {}
-    if hparams.model in (models.RANKING, models.MULTITASK):
-        metrics.update(models.evaluate_ranking(model, eval_data))  # call() gives stars
-    if hparams.model != models.RANKING:
-        history_data = models.input_dataset(hparams, train_files, training=False)
-        movie_keys = ((F.LABEL_MOVIE_ID, F.CONTEXT_MOVIE_ID)
-                      if hparams.model == models.SEQUENTIAL else (F.MOVIE_ID,))
-        history = models.user_history(history_data, vocabulary, movie_keys)
-        metrics.update(models.evaluate_retrieval(
+    if kind.rates:
+        metrics.update(evaluation.evaluate_ranking(model, eval_data))  # call() gives stars
+    if kind.retrieves:
+        history_data = inputs.input_dataset(hparams, vocabulary, train_files, training=False)
+        history = evaluation.user_history(history_data, vocabulary, kind.history_keys)
+        metrics.update(evaluation.evaluate_retrieval(
             model, eval_data, vocabulary, hparams.top_ks, history=history))
     return metrics
 
 
-def export(model, hparams: models.HParams, vocabulary: F.Vocabulary, vocabulary_dir: str,
+def export(model, hparams: HParams, vocabulary: Vocabulary, vocabulary_dir: str,
            serving_dir: str, metrics: Dict[str, Any],
-           slices: Optional[export_lib.SliceSpec] = None, history_files=None) -> None:
+           slices: Optional[SliceSpec] = None, history_files=None) -> None:
     """The SavedModel (components/trainer/export.py: serving and Evaluator signatures)
     plus the candidate embeddings the Pusher indexes and, with ``history_files``, each
     user's rated movies (``rated.npz``) that serving leaves out."""
-    catalogue = (models.catalogue_embeddings(model.candidate_tower, vocabulary)
-                 if hparams.model != models.RANKING else None)
+    catalogue = (evaluation.catalogue_embeddings(model.candidate_tower, vocabulary)
+                 if hparams.kind.retrieves else None)
     export_lib.save(export_lib.export_module(
-        model, hparams, vocabulary, slices or export_lib.SliceSpec(), catalogue), serving_dir)
-    extra = os.path.join(serving_dir, EXTRA_ASSETS)
+        model, hparams, vocabulary, slices or SliceSpec(), catalogue), serving_dir)
+    extra = os.path.join(serving_dir, contract.EXTRA_ASSETS)
     tf.io.gfile.makedirs(extra)
     if catalogue is not None:
-        export_lib.save_npz(os.path.join(extra, CANDIDATES_FILE),
+        export_lib.save_npz(os.path.join(extra, contract.CANDIDATES_FILE),
                             movie_ids=vocabulary.movie_ids, embeddings=catalogue)
     if history_files:
         export_lib.save_rated_movies(
             export_lib.rated_movies(hparams, vocabulary, history_files), extra)
-    for name in (F.MOVIES_FILE, F.USERS_FILE):
+    for name in _COPIED_VOCABULARY:
         if tf.io.gfile.exists(os.path.join(vocabulary_dir, name)):
             tf.io.gfile.copy(os.path.join(vocabulary_dir, name), os.path.join(extra, name),
                              overwrite=True)
@@ -103,7 +104,7 @@ def export(model, hparams: models.HParams, vocabulary: F.Vocabulary, vocabulary_
 
 
 def _write_metrics(directory: str, metrics: Dict[str, Any]) -> None:
-    with tf.io.gfile.GFile(os.path.join(directory, METRICS_FILE), "w") as handle:
+    with tf.io.gfile.GFile(os.path.join(directory, contract.METRICS_FILE), "w") as handle:
         handle.write(json.dumps(metrics, indent=2, sort_keys=True))
 
 
@@ -111,14 +112,15 @@ def run_fn(fn_args) -> None:
     """TFX entry point (``Trainer(run_fn="components.trainer.run.run_fn")``)."""
     config = dict(fn_args.custom_config or {})
     vocabulary_dir = config[VOCABULARY_DIR_CONFIG]
-    hparams = models.HParams.from_dict(config.get("hparams"))
-    vocabulary = F.load_vocabulary(vocabulary_dir)
+    hparams = HParams.from_dict(config.get("hparams"))
+    vocabulary = load_vocabulary(vocabulary_dir)
     logging.info("Training %s on %s with %s", hparams.model, fn_args.train_files,
                  hparams.to_dict())
 
-    train_data = models.input_dataset(hparams, fn_args.train_files, training=True)
-    timestamp_stats = (F.timestamp_stats(train_data, hparams.timestamp_buckets)
-                       if hparams.use_timestamps else None)
+    train_data = inputs.input_dataset(hparams, vocabulary, fn_args.train_files, training=True)
+    reads_time = hparams.use_timestamps and hparams.kind.examples == contract.RATING
+    timestamp_stats = (inputs.timestamp_stats(train_data, hparams.timestamp_buckets)
+                       if reads_time else None)
     model = models.compile_model(
         models.build_model(hparams, vocabulary, timestamp_stats), hparams)
     started = time.time()
@@ -136,5 +138,5 @@ def run_fn(fn_args) -> None:
     logging.info("%s eval metrics: %s", hparams.model, json.dumps(metrics, sort_keys=True))
     _write_metrics(fn_args.model_run_dir, metrics)
     export(model, hparams, vocabulary, vocabulary_dir, fn_args.serving_model_dir, metrics,
-           slices=export_lib.SliceSpec.from_dict(config.get(SLICES_CONFIG)),
+           slices=SliceSpec.from_dict(config.get(SLICES_CONFIG)),
            history_files=[fn_args.train_files, fn_args.eval_files])

@@ -1,7 +1,8 @@
-"""The trainer's input pipeline: parse specs, datasets and the vocabulary directory.
+"""The Trainer's input pipeline: parse specs, datasets, and statistics of the training data.
 
-What the example generator writes (see ``components/example_gen/transforms.py``), and
-the tensors :func:`make_dataset` yields for a batch of ``B`` examples:
+What the example generator writes (components/example_gen/transforms.py; the names are
+components/contract.py's), and the tensors :func:`make_dataset` yields for a batch of
+``B`` examples:
 
 Rating examples (retrieval, ranking, multitask)::
 
@@ -26,12 +27,10 @@ Sequence examples (sequential retrieval)::
     user_id               int64   [B]
     timestamp             int64   [B]
 
-with ``L = max_context_length`` and ``G = max_context_movie_genre_length`` (10 and 10 by
-default). Single-valued features are parsed to scalars per example (shape ``[B]``, not
-``[B, 1]``), which is what the towers in :mod:`components.trainer.models` expect.
-
-The vocabulary directory (``movies.tsv``, ``users.tsv``, ``genres.txt``, ``years.txt``)
-is loaded whole by :func:`load_vocabulary`: it is catalogue-sized.
+with ``L`` and ``G`` the lengths the example generator padded to, read from its
+vocabulary output (:class:`~components.trainer.vocabulary.Vocabulary`). Single-valued
+features are parsed to scalars per example (shape ``[B]``, not ``[B, 1]``), which is what
+the towers expect.
 
 Everything reads through ``tf.io.gfile``, so artifact URIs on GCS work as local paths do.
 """
@@ -47,38 +46,13 @@ import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loa
 import numpy as np
 import tensorflow as tf
 
-# Feature names (the example generator's spelling).
-USER_ID = "user_id"
-MOVIE_ID = "movie_id"
-MOVIE_TITLE = "movie_title"
-MOVIE_GENRES = "movie_genres"
-MOVIE_YEAR = "movie_year"
-USER_RATING = "user_rating"
-TIMESTAMP = "timestamp"
-USER_AGE = "user_age"
-USER_GENDER = "user_gender"
-USER_OCCUPATION = "user_occupation"
-USER_ZIP_CODE = "user_zip_code"
-
-CONTEXT_MOVIE_ID = "context_movie_id"
-CONTEXT_MOVIE_RATING = "context_movie_rating"
-CONTEXT_MOVIE_YEAR = "context_movie_year"
-CONTEXT_MOVIE_GENRE = "context_movie_genre"
-LABEL_MOVIE_ID = "label_movie_id"
-
-PAD_MOVIE_ID = 0
-PAD_GENRE = "UNK"
-
-MOVIES_FILE = "movies.tsv"
-USERS_FILE = "users.tsv"
-GENRES_FILE = "genres.txt"
-YEARS_FILE = "years.txt"
+from components import contract
+from components.trainer.hparams import HParams
+from components.trainer.vocabulary import Vocabulary
 
 FeatureSpec = Dict[str, Union[tf.io.FixedLenFeature, tf.io.RaggedFeature]]
-
-
-# ---------------------------------------------------------------------------------------
-# Parse specs.
+# Examples in the training shuffle buffer (the MovieLens sets up to 1M fit whole).
+SHUFFLE_BUFFER = 100_000
 
 
 def rating_feature_spec(with_user_features: bool = False) -> FeatureSpec:
@@ -89,37 +63,37 @@ def rating_feature_spec(with_user_features: bool = False) -> FeatureSpec:
         layouts have.
     """
     spec: FeatureSpec = {
-        USER_ID: tf.io.FixedLenFeature([], tf.int64),
-        MOVIE_ID: tf.io.FixedLenFeature([], tf.int64),
-        MOVIE_TITLE: tf.io.FixedLenFeature([], tf.string),
-        MOVIE_GENRES: tf.io.RaggedFeature(tf.string),
-        MOVIE_YEAR: tf.io.FixedLenFeature([], tf.int64),
-        USER_RATING: tf.io.FixedLenFeature([], tf.float32),
-        TIMESTAMP: tf.io.FixedLenFeature([], tf.int64),
+        contract.USER_ID: tf.io.FixedLenFeature([], tf.int64),
+        contract.MOVIE_ID: tf.io.FixedLenFeature([], tf.int64),
+        contract.MOVIE_TITLE: tf.io.FixedLenFeature([], tf.string),
+        contract.MOVIE_GENRES: tf.io.RaggedFeature(tf.string),
+        contract.MOVIE_YEAR: tf.io.FixedLenFeature([], tf.int64),
+        contract.USER_RATING: tf.io.FixedLenFeature([], tf.float32),
+        contract.TIMESTAMP: tf.io.FixedLenFeature([], tf.int64),
     }
     if with_user_features:
         spec.update({
-            USER_AGE: tf.io.FixedLenFeature([], tf.int64),
-            USER_GENDER: tf.io.FixedLenFeature([], tf.string),
-            USER_OCCUPATION: tf.io.FixedLenFeature([], tf.string),
-            USER_ZIP_CODE: tf.io.FixedLenFeature([], tf.string),
+            contract.USER_AGE: tf.io.FixedLenFeature([], tf.int64),
+            contract.USER_GENDER: tf.io.FixedLenFeature([], tf.string),
+            contract.USER_OCCUPATION: tf.io.FixedLenFeature([], tf.string),
+            contract.USER_ZIP_CODE: tf.io.FixedLenFeature([], tf.string),
         })
     return spec
 
 
-def sequence_feature_spec(
-    max_context_length: int = 10, max_context_movie_genre_length: int = 10,
-) -> FeatureSpec:
-    """The parse spec of sequence examples (the example generator's padded lengths)."""
+def sequence_feature_spec(max_context_length: int,
+                          max_context_movie_genre_length: int) -> FeatureSpec:
+    """The parse spec of sequence examples, padded to the lengths the example generator
+    wrote (``Vocabulary.max_context_length`` / ``max_context_movie_genre_length``)."""
     length, genres = max_context_length, max_context_movie_genre_length
     return {
-        CONTEXT_MOVIE_ID: tf.io.FixedLenFeature([length], tf.int64),
-        CONTEXT_MOVIE_RATING: tf.io.FixedLenFeature([length], tf.float32),
-        CONTEXT_MOVIE_YEAR: tf.io.FixedLenFeature([length], tf.int64),
-        CONTEXT_MOVIE_GENRE: tf.io.FixedLenFeature([genres], tf.string),
-        LABEL_MOVIE_ID: tf.io.FixedLenFeature([], tf.int64),
-        USER_ID: tf.io.FixedLenFeature([], tf.int64),
-        TIMESTAMP: tf.io.FixedLenFeature([], tf.int64),
+        contract.CONTEXT_MOVIE_ID: tf.io.FixedLenFeature([length], tf.int64),
+        contract.CONTEXT_MOVIE_RATING: tf.io.FixedLenFeature([length], tf.float32),
+        contract.CONTEXT_MOVIE_YEAR: tf.io.FixedLenFeature([length], tf.int64),
+        contract.CONTEXT_MOVIE_GENRE: tf.io.FixedLenFeature([genres], tf.string),
+        contract.LABEL_MOVIE_ID: tf.io.FixedLenFeature([], tf.int64),
+        contract.USER_ID: tf.io.FixedLenFeature([], tf.int64),
+        contract.TIMESTAMP: tf.io.FixedLenFeature([], tf.int64),
     }
 
 
@@ -129,10 +103,6 @@ def select(spec: FeatureSpec, names: Sequence[str]) -> FeatureSpec:
     if missing:
         raise KeyError(f"features {missing} are not in the spec ({sorted(spec)})")
     return {name: spec[name] for name in names}
-
-
-# ---------------------------------------------------------------------------------------
-# Datasets.
 
 
 def list_files(file_pattern: Union[str, Sequence[str]]) -> List[str]:
@@ -159,9 +129,6 @@ def make_dataset(
     shuffle: bool = True,
     seed: Optional[int] = None,
     *,
-    num_epochs: Optional[int] = 1,
-    shuffle_buffer: int = 100_000,
-    drop_remainder: bool = False,
     cache: bool = False,
 ) -> tf.data.Dataset:
     """Batches of parsed features from gzipped TFRecord tf.Examples.
@@ -171,13 +138,9 @@ def make_dataset(
       feature_spec: from :func:`rating_feature_spec` / :func:`sequence_feature_spec`,
         possibly narrowed with :func:`select`.
       batch_size: examples per batch.
-      shuffle: shuffle file order and examples (within ``shuffle_buffer``); the order
+      shuffle: shuffle file order and examples (within ``SHUFFLE_BUFFER``); the order
         is deterministic for a given ``seed``.
       seed: shuffle seed (None: nondeterministic).
-      num_epochs: how many passes; None repeats forever (then pass ``steps_per_epoch``
-        to ``fit``).
-      shuffle_buffer: examples in the shuffle buffer (the MovieLens sets up to 1M fit).
-      drop_remainder: drop the last, smaller batch (fixed shapes, e.g. for TPUs).
       cache: keep the parsed examples in memory after the first pass.
 
     Returns:
@@ -196,10 +159,8 @@ def make_dataset(
     if cache:
         dataset = dataset.cache()
     if shuffle:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if num_epochs != 1:
-        dataset = dataset.repeat(num_epochs)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+        dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
     dataset = dataset.map(
         lambda serialized: tf.io.parse_example(serialized, feature_spec),
         num_parallel_calls=tf.data.AUTOTUNE)
@@ -238,130 +199,49 @@ def dataset_from_examples(
             .map(lambda batch: tf.io.parse_example(batch, feature_spec)))
 
 
-# ---------------------------------------------------------------------------------------
-# The vocabulary directory.
+def examples_spec(kind: contract.ModelKind, vocabulary: Vocabulary,
+                  with_user_features: bool = False) -> FeatureSpec:
+    """The parse spec of every feature of the examples ``kind`` trains on."""
+    if kind.examples == contract.SEQUENCE:
+        return sequence_feature_spec(*vocabulary.sequence_shape())
+    return rating_feature_spec(with_user_features)
 
 
-@dataclasses.dataclass(frozen=True)
-class Vocabulary:
-    """The catalogue the models embed and retrieve from, as the example generator wrote it.
-
-    Movies are in ``movies.tsv`` order (most kept ratings first); row ``i`` of every
-    movie array describes the same movie, and candidate embedding matrices are aligned
-    with it (see ``models.catalogue_embeddings``).
-
-    Attributes:
-      movie_ids: int64 ``[M]``.
-      movie_counts: int64 ``[M]`` kept ratings per movie (0 for never-rated movies).
-      movie_titles: ``M`` titles (str).
-      movie_years: int64 ``[M]`` (0 when the title has no year).
-      movie_genres: ``M`` tuples of genre names (possibly empty).
-      user_ids: int64 ``[U]``, most active first.
-      user_counts: int64 ``[U]`` valid ratings per user.
-      genres: genre vocabulary, ``"UNK"`` first.
-      years: year vocabulary, 0 first.
-    """
-
-    movie_ids: np.ndarray
-    movie_counts: np.ndarray
-    movie_titles: Tuple[str, ...]
-    movie_years: np.ndarray
-    movie_genres: Tuple[Tuple[str, ...], ...]
-    user_ids: np.ndarray
-    user_counts: np.ndarray
-    genres: Tuple[str, ...]
-    years: Tuple[int, ...]
-
-    @property
-    def num_movies(self) -> int:
-        return int(self.movie_ids.shape[0])
-
-    @property
-    def num_users(self) -> int:
-        return int(self.user_ids.shape[0])
-
-    def movie_index(self) -> Dict[int, int]:
-        """movie id -> row in the movie arrays."""
-        return {int(movie_id): row for row, movie_id in enumerate(self.movie_ids)}
-
-    def candidate_probabilities(self, smoothing: float = 1.0) -> np.ndarray:
-        """float32 ``[M]``: how likely each movie is to be a random example's movie.
-
-        This is the in-batch sampling probability that the log-Q correction of sampled
-        softmax subtracts (``logit - log(p)``). ``smoothing`` is added to every count so
-        that a never-rated movie has a finite log-probability. The counts are of *kept*
-        ratings over both splits: close to, not exactly, the training distribution.
-        """
-        counts = self.movie_counts.astype(np.float64) + smoothing
-        return (counts / counts.sum()).astype(np.float32)
-
-    def popularity_scores(self) -> np.ndarray:
-        """float32 ``[M]`` scores of the popularity baseline (log of the counts)."""
-        return np.log1p(self.movie_counts.astype(np.float64)).astype(np.float32)
+def feature_spec(hparams: HParams, vocabulary: Vocabulary,
+                 with_user_features: bool = False) -> FeatureSpec:
+    """The parse spec of exactly the features ``hparams.model`` reads: its query and
+    label features, the user, the rating if it rates, the timestamp if it reads one."""
+    kind = hparams.kind
+    names = [contract.USER_ID, kind.label_key, *kind.query_keys]
+    if kind.rates:
+        names.append(contract.USER_RATING)
+    if hparams.use_timestamps and kind.examples == contract.RATING:
+        names.append(contract.TIMESTAMP)
+    return select(examples_spec(kind, vocabulary, with_user_features),
+                  list(dict.fromkeys(names)))
 
 
-def _read_lines(path: str) -> List[str]:
-    with tf.io.gfile.GFile(path, "r") as handle:
-        return [line.rstrip("\r\n") for line in handle if line.strip()]
+def input_dataset(hparams: HParams, vocabulary: Vocabulary, file_pattern, training: bool,
+                  with_user_features: bool = False) -> tf.data.Dataset:
+    """The batches ``hparams.model`` trains (``training``: shuffled, ``batch_size``) or
+    evaluates on (in file order, ``eval_batch_size``) from gzipped TFRecord files."""
+    return make_dataset(
+        file_pattern, feature_spec(hparams, vocabulary, with_user_features),
+        hparams.batch_size if training else hparams.eval_batch_size,
+        shuffle=training, seed=hparams.seed)
 
 
-def load_vocabulary(vocabulary_dir: str) -> Vocabulary:
-    """Reads the example generator's vocabulary directory.
-
-    ``genres.txt`` and ``years.txt`` are optional (derived from the movies when absent).
-    Raises ValueError naming the file and line of a malformed movie or user line.
-    """
-    movie_ids, counts, titles, years, genres = [], [], [], [], []
-    path = os.path.join(vocabulary_dir, MOVIES_FILE)
-    for number, line in enumerate(_read_lines(path), start=1):
-        fields = line.split("\t")
-        if len(fields) != 5:
-            raise ValueError(f"{path}:{number}: expected 5 tab-separated fields, "
-                             f"found {len(fields)}")
-        movie_ids.append(int(fields[0]))
-        counts.append(int(fields[1]))
-        titles.append(fields[2])
-        years.append(int(fields[3]))
-        genres.append(tuple(g for g in fields[4].split("|") if g))
-    if not movie_ids:
-        raise ValueError(f"{path}: no movies")
-
-    user_ids, user_counts = [], []
-    path = os.path.join(vocabulary_dir, USERS_FILE)
-    if tf.io.gfile.exists(path):
-        for number, line in enumerate(_read_lines(path), start=1):
-            fields = line.split("\t")
-            if len(fields) != 2:
-                raise ValueError(f"{path}:{number}: expected 2 tab-separated fields")
-            user_ids.append(int(fields[0]))
-            user_counts.append(int(fields[1]))
-
-    path = os.path.join(vocabulary_dir, GENRES_FILE)
-    if tf.io.gfile.exists(path):
-        genre_vocab = tuple(_read_lines(path))
-    else:
-        genre_vocab = (PAD_GENRE,) + tuple(sorted({g for gs in genres for g in gs} - {PAD_GENRE}))
-    path = os.path.join(vocabulary_dir, YEARS_FILE)
-    if tf.io.gfile.exists(path):
-        year_vocab = tuple(int(line) for line in _read_lines(path))
-    else:
-        year_vocab = (0,) + tuple(sorted(set(years) - {0}))
-
-    return Vocabulary(
-        movie_ids=np.asarray(movie_ids, np.int64),
-        movie_counts=np.asarray(counts, np.int64),
-        movie_titles=tuple(titles),
-        movie_years=np.asarray(years, np.int64),
-        movie_genres=tuple(genres),
-        user_ids=np.asarray(user_ids, np.int64),
-        user_counts=np.asarray(user_counts, np.int64),
-        genres=genre_vocab,
-        years=year_vocab,
-    )
-
-
-# ---------------------------------------------------------------------------------------
-# Statistics the models need from the training data.
+def training_timestamp_stats(hparams: HParams, file_pattern,
+                             max_batches: Optional[int] = None
+                             ) -> Optional[TimestampStats]:
+    """What :func:`models.build_model` needs as ``timestamp_stats``: None unless the model's
+    user tower reads timestamps; otherwise the statistics of the *training* files'
+    timestamps, with each user's first one (for ``"user_relative"``)."""
+    if not hparams.use_timestamps or hparams.kind.examples != contract.RATING:
+        return None
+    spec = select(rating_feature_spec(), [contract.USER_ID, contract.TIMESTAMP])
+    dataset = make_dataset(file_pattern, spec, hparams.eval_batch_size, shuffle=False)
+    return timestamp_stats(dataset, hparams.timestamp_buckets, max_batches)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -388,7 +268,7 @@ class TimestampStats:
 
 def timestamp_stats(
     dataset: tf.data.Dataset, num_buckets: int = 1000, max_batches: Optional[int] = None,
-    key: str = TIMESTAMP, user_key: str = USER_ID,
+    key: str = contract.TIMESTAMP, user_key: str = contract.USER_ID,
 ) -> TimestampStats:
     """Mean, standard deviation and ``num_buckets`` equal-width buckets of the timestamps,
     and each user's first timestamp when the batches also hold ``user_key``.

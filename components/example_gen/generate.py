@@ -1,0 +1,246 @@
+"""Example generation as one plain function, :func:`generate`, and the Beam pipeline it runs.
+
+The executor, ``check-data``, the tests and the benchmarks all call :func:`generate`; only
+how the ``beam.Pipeline`` is made differs (TFX's configured runner, or options given).
+
+The pipeline (:func:`build_pipeline`) runs on whatever Beam runner it is given. Its shape:
+
+  ratings file --RatingBlocksSource--> blocks --ParseBlocksFn--> (user, events) | dropped
+  (user, events) --GroupByKey--> UserExamplesFn --> framed TFRecords per kind and split
+  --> gzipped TFRecords under <output>/Split-train/ and Split-eval/
+  counts --combiners--> statistics.json; movie and user counts --> vocabulary files
+
+Every file, in the pipeline and after it (statistics, vocabulary text files), is reached
+through Beam's ``FileSystems``, like the workers' reads in data/movielens.py: the data
+directory and the outputs may be local or on an object store (``gs://`` on Vertex).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import operator
+from typing import Any, Callable, Dict, List, Optional
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from components import contract
+from components.example_gen import transforms
+from components.example_gen.config import ExampleGenConfig
+from data import movielens
+
+STATISTICS_FILE = contract.STATISTICS_FILE
+_RAW_STATISTICS = "raw_statistics.json"
+
+
+class BadInputError(ValueError):
+    """More rating lines were unusable than ``max_bad_fraction`` allows."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputPaths:
+    """Where each output goes: artifact URIs (directories)."""
+
+    sequence_examples: str
+    rating_examples: str
+    vocabulary: str
+    statistics: str
+
+    @classmethod
+    def under(cls, root: str) -> "OutputPaths":
+        """Each output in its own directory under ``root`` (named by its output key)."""
+        return cls(**{field.name: FileSystems.join(root, field.name)
+                      for field in dataclasses.fields(cls)})
+
+
+def _write_text(pcoll_of_one_text, path: str, label: str):
+    """Writes the single string of a PCollection to ``path`` (one file, no shard suffix)."""
+    _ = pcoll_of_one_text | label >> beam.io.WriteToText(
+        path, shard_name_template="", num_shards=1)
+
+
+def _write_file(path: str, text: str) -> None:
+    """Writes ``text`` (UTF-8) to ``path`` from the executor, outside the pipeline."""
+    with FileSystems.create(path) as handle:
+        handle.write(text.encode("utf-8"))
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    layout: movielens.Layout,
+    config: ExampleGenConfig,
+    paths: OutputPaths,
+    block_size: int = transforms.DEFAULT_BLOCK_SIZE,
+) -> None:
+    """Adds the whole example generation to ``pipeline`` (see the module docstring)."""
+    blocks = pipeline | "ReadRatingBlocks" >> beam.io.Read(
+        transforms.RatingBlocksSource(str(layout.ratings_path), block_size))
+    parse = transforms.ParseBlocksFn(layout, config)
+    parsed = blocks | "ParseRatings" >> beam.ParDo(parse).with_outputs(
+        parse.DROPPED, parse.STATS, parse.MOVIE_COUNTS, main="events")
+
+    cutoffs = None
+    if config.split_strategy == transforms.SPLIT_TEMPORAL:
+        # 1,001 boundaries: the cutoff lands within 0.1% of the requested fraction.
+        # Module-level functions only: a lambda here would make every Beam worker import
+        # this module, and with it TFX and TensorFlow.
+        def cutoff_of(kind, fraction, kept_only):
+            return (parsed.events
+                    | f"{kind}Timestamps" >> beam.FlatMap(
+                        transforms.event_timestamps, config, kept_only)
+                    | f"{kind}Quantiles" >> beam.ApproximateQuantiles.Globally(1001)
+                    | f"{kind}Cutoff" >> beam.Map(transforms.cutoff_entry, kind, fraction))
+        cutoffs = beam.pvalue.AsDict(
+            (cutoff_of(transforms.SEQUENCE, config.train_fraction, True),
+             cutoff_of(transforms.RATING, config.rating_train_fraction, False))
+            | "FlattenCutoffs" >> beam.Flatten())
+
+    examples_fn = transforms.UserExamplesFn(layout, config)
+    examples = (parsed.events
+                | "GroupByUser" >> beam.GroupByKey()
+                | "UserExamples" >> beam.ParDo(examples_fn, cutoffs=cutoffs).with_outputs(
+                    examples_fn.STATS, examples_fn.USER_COUNTS, *examples_fn.OUTPUTS))
+    for kind, uri in ((transforms.SEQUENCE, paths.sequence_examples),
+                      (transforms.RATING, paths.rating_examples)):
+        for split in transforms.SPLITS:
+            _ = examples[f"{kind}_{split}"] | f"Write-{kind}-{split}" >> (
+                transforms.WriteFramedTFRecords(
+                    FileSystems.join(uri, f"Split-{split}", "data_tfrecord")))
+
+    # Vocabularies: one line per movie / user, so only catalogue-sized lists meet here.
+    movie_lines = (parsed[parse.MOVIE_COUNTS]
+                   | "SumMovieCounts" >> beam.CombineGlobally(transforms.SumCountsFn())
+                   | "MovieVocabulary" >> beam.Map(transforms.movie_vocabulary_text, layout))
+    _write_text(movie_lines, FileSystems.join(paths.vocabulary, contract.MOVIES_FILE), "WriteMovies")
+    user_lines = (examples[examples_fn.USER_COUNTS]
+                  | "UserCountList" >> beam.combiners.ToList()
+                  | "UserVocabulary" >> beam.Map(transforms.user_vocabulary_text))
+    _write_text(user_lines, FileSystems.join(paths.vocabulary, contract.USERS_FILE), "WriteUsers")
+
+    # Statistics: counts summed by name, plus a few samples of each kind of bad line.
+    counts = ((parsed[parse.STATS], examples[examples_fn.STATS])
+              | "FlattenCounts" >> beam.Flatten()
+              | "SumCounts" >> beam.CombineGlobally(transforms.SumCountsFn()))
+    samples = (parsed[parse.DROPPED]
+               | "KeyByReason" >> beam.WithKeys(operator.attrgetter("reason"))
+               | "SampleBadLines" >> beam.combiners.Sample.FixedSizePerKey(
+                   transforms.BAD_LINE_SAMPLES)
+               | "SampleValues" >> beam.FlatMap(operator.itemgetter(1))
+               | "SampleList" >> beam.combiners.ToList())
+    statistics = counts | "MergeStatistics" >> beam.Map(
+        transforms.merge_statistics, beam.pvalue.AsSingleton(samples))
+    _write_text(
+        statistics, FileSystems.join(paths.statistics, _RAW_STATISTICS), "WriteStatistics")
+
+
+def finish_statistics(
+    layout: movielens.Layout, statistics_dir: str, max_bad_fraction: float,
+) -> Dict[str, Any]:
+    """Turns the pipeline's raw counts into statistics.json and enforces the bad-line limit.
+
+    Raises DataFormatError for a ratings file without a single rating line, and
+    BadInputError when more than ``max_bad_fraction`` of the lines were unusable (the
+    message lists the count of each reason and sample lines as ``file:line``).
+    """
+    raw_path = FileSystems.join(statistics_dir, _RAW_STATISTICS)
+    with FileSystems.open(raw_path) as handle:
+        raw = json.loads(handle.read())
+    counts: Dict[str, int] = raw["counts"]
+    rating_lines = counts.get("lines_read", 0)  # a CSV header is not counted
+    dropped = {reason: counts.get(f"dropped_{reason}", 0) for reason in movielens.DROP_REASONS}
+    line_numbers = movielens.line_numbers_at(
+        layout.ratings_path, (sample["position"] for sample in raw["bad_line_samples"]))
+    samples: List[Dict[str, Any]] = [
+        {"reason": sample["reason"], "file": str(layout.ratings_path),
+         "line": line_numbers[sample["position"]], "text": sample["text"]}
+        for sample in raw["bad_line_samples"]]
+    bad = sum(dropped.values())
+    statistics = {
+        "data_dir": str(layout.root),
+        "layout": layout.name,
+        "lines_read": rating_lines,
+        "ratings_valid": counts.get("ratings_valid", 0),
+        "ratings_kept": counts.get("ratings_kept", 0),
+        "ratings_below_min_rating": counts.get("ratings_valid", 0) - counts.get("ratings_kept", 0),
+        "dropped": dropped,
+        "dropped_total": bad,
+        "bad_fraction": bad / rating_lines if rating_lines else 0.0,
+        "bad_line_samples": samples,
+        "users": counts.get("users_with_kept_ratings", 0),
+        "users_skipped_short": counts.get("users_skipped_short", 0),
+        "users_without_profile": counts.get("users_without_profile", 0),
+        "sequence_examples": {s: counts.get(f"sequence_examples_{s}", 0)
+                              for s in transforms.SPLITS},
+        "rating_examples": {s: counts.get(f"rating_examples_{s}", 0) for s in transforms.SPLITS},
+    }
+    _write_file(FileSystems.join(statistics_dir, STATISTICS_FILE),
+                json.dumps(statistics, indent=2))
+    FileSystems.delete([raw_path])
+
+    if rating_lines <= 0:
+        raise movielens.DataFormatError(f"{layout.ratings_path}: no rating lines (empty file)")
+    if statistics["bad_fraction"] > max_bad_fraction:
+        located = "\n".join(
+            f"  {s['file']}:{s['line']}: {s['reason']}: {s['text']}" for s in samples)
+        reasons = ", ".join(f"{reason}={n}" for reason, n in dropped.items() if n)
+        raise BadInputError(
+            f"{bad} of {rating_lines} rating lines are unusable ({reasons}), more than "
+            f"max_bad_fraction={max_bad_fraction} allows. Examples:\n{located}")
+    return statistics
+
+
+def summary_line(statistics: Dict[str, Any]) -> str:
+    """One human-readable line of what example generation did."""
+    dropped = ", ".join(f"{r}={n}" for r, n in statistics["dropped"].items() if n) or "none"
+    seq, rat = statistics["sequence_examples"], statistics["rating_examples"]
+    return (f"read {statistics['lines_read']} rating lines, kept {statistics['ratings_kept']}"
+            f" (dropped: {dropped}; below min_rating: {statistics['ratings_below_min_rating']});"
+            f" {statistics['users']} users ({statistics['users_skipped_short']} too short);"
+            f" sequence examples train={seq['train']} eval={seq['eval']};"
+            f" rating examples train={rat['train']} eval={rat['eval']}")
+
+
+def write_feature_vocabularies(movies, config: ExampleGenConfig, vocabulary_dir: str) -> None:
+    """genres.txt, years.txt and the sequence examples' padded lengths (what the Trainer,
+    the Pusher and ``recommend`` read instead of assuming a length)."""
+    genres, years = transforms.feature_vocabularies(movies)
+    for name, values in ((contract.GENRES_FILE, genres), (contract.YEARS_FILE, years)):
+        _write_file(FileSystems.join(vocabulary_dir, name),
+                    "".join(f"{value}\n" for value in values))
+    _write_file(FileSystems.join(vocabulary_dir, contract.SEQUENCE_SHAPE_FILE),
+                json.dumps(config.sequence_shape(), sort_keys=True))
+
+
+def generate(
+    data_dir: str,
+    config: ExampleGenConfig,
+    paths: OutputPaths,
+    make_pipeline: Callable[[], beam.Pipeline] = beam.Pipeline,
+    block_size: int = transforms.DEFAULT_BLOCK_SIZE,
+    finish: bool = True,
+) -> Optional[Dict[str, Any]]:
+    """Reads the MovieLens directory ``data_dir`` and writes every output to ``paths``.
+
+    ``make_pipeline()`` gives the ``beam.Pipeline`` to run on (default: Beam's default
+    runner). Returns the statistics (statistics.json), after enforcing
+    ``config.max_bad_fraction``; with ``finish=False`` the raw counts are left for
+    :func:`finish_statistics` and None is returned.
+
+    Raises movielens.DataFormatError for unreadable catalogues or an empty ratings file,
+    and BadInputError when too many rating lines are unusable.
+    """
+    layout = movielens.detect_layout(data_dir)
+    # The catalogues first: a bad movie or user file fails fast with its file and line,
+    # before any worker starts.
+    movies = movielens.load_movies(layout)
+    movielens.load_users(layout)
+    [ratings_file] = FileSystems.match([str(layout.ratings_path)])[0].metadata_list
+    if ratings_file.size_in_bytes == 0:
+        raise movielens.DataFormatError(f"{layout.ratings_path}: empty ratings file")
+    with make_pipeline() as pipeline:
+        build_pipeline(pipeline, layout, config, paths, block_size)
+    write_feature_vocabularies(movies, config, paths.vocabulary)
+    if not finish:
+        return None
+    return finish_statistics(layout, paths.statistics, config.max_bad_fraction)

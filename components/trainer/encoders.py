@@ -1,0 +1,143 @@
+"""Feature encoders of the towers: movie side tables and time encodings.
+
+* :func:`title_token_table` / :func:`genre_weight_table`: per-movie tables looked up by
+  vocabulary row (row 0: unknown movies), so the candidate tower needs only movie ids.
+* :class:`TimestampEncoder`: the featurization tutorial's normalized timestamp and its
+  bucket embedding.
+* :class:`RelativeTimeEncoder`: time since the user's first training rating.
+
+Also the small Keras helpers every tower shares (:func:`regularizer`,
+:func:`projection`) and :data:`graph_safe`.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from typing import List, Sequence
+
+import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+import numpy as np
+import tensorflow as tf
+
+from components.trainer import inputs
+
+keras = tf.keras  # tf_keras (Keras 2) under TF_USE_LEGACY_KERAS=1
+
+# AutoGraph: the models have no data-dependent Python control flow, and converting them --
+# and, through them, the Keras internals they call -- made the first training step trace
+# for ~20 s on a small CPU. So the models' train/test steps are not converted
+# (graph_safe), except tfrs.tasks.Retrieval.call, which needs AutoGraph (it takes
+# ``len(tf.shape(x))``) and is converted alone (not the functions it calls).
+graph_safe = tf.autograph.experimental.do_not_convert
+
+
+_YEAR_SUFFIX = re.compile(r"\s*\(\d{4}\)\s*$")
+
+
+def title_tokens(title: str) -> List[str]:
+    """Lower-case word tokens of a title, without its trailing "(YYYY)"."""
+    return re.findall(r"\w+", _YEAR_SUFFIX.sub("", title).lower())
+
+
+def title_token_table(titles: Sequence[str], max_tokens: int, max_length: int = 20):
+    """``[M + 1, T]`` int32 token ids (0 = padding; row 0 = unknown movie) and the vocab
+    size (padding included), tokens by frequency."""
+    tokenized = [title_tokens(title)[:max_length] for title in titles]
+    counts = collections.Counter(token for tokens in tokenized for token in tokens)
+    vocab = [token for token, _ in sorted(counts.items(), key=lambda tc: (-tc[1], tc[0]))]
+    index = {token: i + 2 for i, token in enumerate(vocab[:max_tokens])}  # 1 = OOV token
+    length = max([len(tokens) for tokens in tokenized] + [1])
+    table = np.zeros((len(titles) + 1, length), np.int32)
+    for row, tokens in enumerate(tokenized, start=1):
+        table[row, :len(tokens)] = [index.get(token, 1) for token in tokens]
+    return table, len(index) + 2
+
+
+def genre_weight_table(movie_genres: Sequence[Sequence[str]], genres: Sequence[str]):
+    """``[M + 1, G]`` float32: each movie's genres, weights summing to 1 (row 0 and
+    movies without a known genre: the "UNK" genre, column 0)."""
+    index = {genre: i for i, genre in enumerate(genres)}
+    table = np.zeros((len(movie_genres) + 1, len(genres)), np.float32)
+    table[0, 0] = 1.0
+    for row, names in enumerate(movie_genres, start=1):
+        columns = sorted({index[name] for name in names if name in index})
+        if columns:
+            table[row, columns] = 1.0 / len(columns)
+        else:
+            table[row, 0] = 1.0
+    return table
+
+
+class TimestampEncoder(keras.layers.Layer):
+    """int64 timestamps ``[B]`` -> float32 ``[B, 1 + D]``: the normalized value and an
+    embedding of its equal-width bucket (the featurization tutorial's two encodings).
+
+    Arithmetic is in float64: float32 cannot resolve seconds at 1e9.
+    """
+
+    def __init__(self, stats: "inputs.TimestampStats", embedding_dim: int, l2: float = 0.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self._mean = float(stats.mean)
+        self._std = float(stats.std)
+        self._boundaries = tf.constant(list(stats.boundaries) or [self._mean], tf.float64)
+        self.bucket_embedding = keras.layers.Embedding(
+            len(stats.boundaries) + 2, embedding_dim, embeddings_regularizer=regularizer(l2),
+            name="bucket_embedding")
+
+    @graph_safe
+    def call(self, timestamps, training=None, mask=None):
+        values = tf.cast(tf.reshape(timestamps, [-1]), tf.float64)
+        normalized = tf.cast((values - self._mean) / self._std, tf.float32)
+        buckets = tf.searchsorted(self._boundaries, values, side="right")
+        return tf.concat([normalized[:, None], self.bucket_embedding(buckets)], axis=-1)
+
+
+# Bucket boundaries of the user-relative time, in seconds since the user's first rating.
+RELATIVE_TIME_BOUNDARIES = (
+    1, 30, 60, 120, 300, 600, 1200, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 86400,
+    2 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 60 * 86400, 120 * 86400, 240 * 86400,
+    365 * 86400)
+_YEAR_SECONDS = 365.25 * 86400
+
+
+class RelativeTimeEncoder(keras.layers.Layer):
+    """(user rows ``[B]``, int64 timestamps ``[B]``) -> float32 ``[B, 1 + D]``: how long
+    after the user's first training rating this one is -- log-scaled, and an embedding of
+    its bucket (:data:`RELATIVE_TIME_BOUNDARIES`, from one second to a year).
+
+    ``first_timestamps`` is aligned with the user lookup's rows (row 0: unknown users);
+    NaN (a user without training ratings) counts as time 0, a new user.
+    """
+
+    def __init__(self, first_timestamps: np.ndarray, embedding_dim: int, l2: float = 0.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self._first = tf.constant(np.asarray(first_timestamps, np.float64))
+        self._boundaries = tf.constant(RELATIVE_TIME_BOUNDARIES, tf.float64)
+        self.bucket_embedding = keras.layers.Embedding(
+            len(RELATIVE_TIME_BOUNDARIES) + 1, embedding_dim,
+            embeddings_regularizer=regularizer(l2), name="relative_bucket_embedding")
+
+    @graph_safe
+    def call(self, inputs, training=None, mask=None):
+        rows, timestamps = inputs
+        values = tf.cast(tf.reshape(timestamps, [-1]), tf.float64)
+        first = tf.gather(self._first, tf.reshape(rows, [-1]))
+        elapsed = tf.maximum(tf.where(tf.math.is_nan(first), tf.zeros_like(values),
+                                      values - first), 0.0)
+        scaled = tf.cast(tf.math.log1p(elapsed) / np.log1p(_YEAR_SECONDS), tf.float32)
+        buckets = tf.searchsorted(self._boundaries, elapsed, side="right")
+        return tf.concat([scaled[:, None], self.bucket_embedding(buckets)], axis=-1)
+
+
+def regularizer(l2: float):
+    return keras.regularizers.l2(l2) if l2 > 0 else None
+
+
+def projection(hidden: Sequence[int], dim: int, name: str) -> keras.Sequential:
+    layers = [keras.layers.Dense(units, activation="relu") for units in hidden]
+    layers.append(keras.layers.Dense(dim))
+    return keras.Sequential(layers, name=name)

@@ -1,0 +1,180 @@
+"""The losses and metrics: retrieval over the catalogue, and rating regression.
+
+* :class:`RetrievalTask` -- ``(queries [B, D], candidates [B, D], candidate ids [B])`` ->
+  scalar loss: full softmax over the catalogue, or in-batch sampled softmax with log-Q
+  correction; top-K metrics over the whole catalogue (:class:`CatalogueTopK`).
+* :func:`ranking_task` -- MSE on ratings ``[B]``, RMSE metric.
+* the rating head (:func:`rating_head`, :class:`RatingBiases`, :func:`raw_rating`) that
+  the ranking and multitask models share.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from components import contract
+from components.trainer import encoders
+from components.trainer.vocabulary import Vocabulary
+
+keras = tf.keras  # tf_keras (Keras 2) under TF_USE_LEGACY_KERAS=1
+# tfrs.tasks.Retrieval.call needs AutoGraph (it takes ``len(tf.shape(x))``); it alone is
+# converted (not the functions it calls): see encoders.graph_safe.
+retrieval_call = tf.autograph.to_graph(tfrs.tasks.Retrieval.call, recursive=False)
+
+
+class CatalogueTopK(tfrs.layers.factorized_top_k.TopK):
+    """Exact top-K over the whole catalogue, re-embedded by the candidate tower at every
+    call (so it is never stale during training). Returns (scores, movie ids)."""
+
+    def __init__(self, candidate_tower: keras.Model, movie_ids: np.ndarray, k: int = 100,
+                 name: str = "catalogue_top_k"):
+        super().__init__(k=k, name=name)
+        self.candidate_tower = candidate_tower
+        self._ids = tf.constant(np.asarray(movie_ids, np.int64))
+
+    def index(self, candidates, identifiers=None):
+        raise NotImplementedError("CatalogueTopK embeds its catalogue itself")
+
+    @encoders.graph_safe
+    def call(self, queries, k=None, training=None, mask=None):  # pylint: disable=unused-argument
+        k = min(k or self._k, int(self._ids.shape[0]))
+        scores = tf.matmul(queries, self.candidate_tower(self._ids), transpose_b=True)
+        values, rows = tf.math.top_k(scores, k=k)
+        return values, tf.gather(self._ids, rows)
+
+    def is_exact(self) -> bool:
+        return True
+
+
+class RetrievalTask(keras.layers.Layer, tfrs.tasks.base.Task):
+    """Retrieval loss and top-K metrics over the catalogue, in one task.
+
+    ``call(query_embeddings [B, D], candidate_embeddings [B, D], candidate_ids [B])``
+    returns the scalar loss (summed over the batch, as ``tfrs.tasks.Retrieval`` does):
+
+    * sampled softmax (default): in-batch negatives via ``tfrs.tasks.Retrieval`` with
+      ``candidate_sampling_probability`` (log-Q correction, from the vocabulary's movie
+      counts) and ``remove_accidental_hits`` (``candidate_ids`` = movie ids);
+    * ``full_softmax``: cross-entropy of logits = query x all ``M`` catalogue embeddings
+      ``[B, M]`` against the label's catalogue row -- unbiased, and what top-K measures.
+
+    With ``compute_metrics``, ``FactorizedTopK`` (named ``factorized_top_k``) updates
+    top-``ks`` accuracy over the whole catalogue, id-based.
+    """
+
+    def __init__(self, candidate_tower: keras.Model, vocabulary: Vocabulary, *,
+                 full_softmax: bool = False, logq_correction: bool = False,
+                 remove_accidental_hits: bool = True, temperature: float = 1.0,
+                 ks: Sequence[int] = (1, 5, 10, 50, 100), name: str = "retrieval_task"):
+        super().__init__(name=name)
+        self.candidate_tower = candidate_tower
+        self._full_softmax = full_softmax
+        self._temperature = float(temperature)
+        self._catalogue_ids = tf.constant(vocabulary.movie_ids)
+        self._row_lookup = keras.layers.IntegerLookup(
+            vocabulary=vocabulary.movie_ids, mask_token=None, num_oov_indices=1,
+            name="catalogue_row_lookup")
+        self._sampling_probability = None
+        if logq_correction and not full_softmax:
+            probabilities = vocabulary.candidate_probabilities()
+            # Row 0: movies outside the vocabulary (never seen): the rarest probability.
+            self._sampling_probability = tf.constant(
+                np.concatenate([[probabilities.min()], probabilities]).astype(np.float32))
+        self.top_k = tfrs.metrics.FactorizedTopK(
+            CatalogueTopK(candidate_tower, vocabulary.movie_ids, k=max(ks)), ks=tuple(ks))
+        self.sampled = tfrs.tasks.Retrieval(
+            metrics=self.top_k, remove_accidental_hits=remove_accidental_hits,
+            temperature=None if self._temperature == 1.0 else self._temperature)
+
+    def catalogue_rows(self, movie_ids):
+        """Movie ids -> rows of the vocabulary (-1 for ids outside it)."""
+        return self._row_lookup(movie_ids) - 1
+
+    def call(self, query_embeddings, candidate_embeddings, candidate_ids,
+             sample_weight=None, compute_metrics: bool = True):
+        if not self._full_softmax:
+            probability = None
+            if self._sampling_probability is not None:
+                probability = tf.gather(self._sampling_probability,
+                                        self._row_lookup(candidate_ids))
+            return retrieval_call(
+                self.sampled, query_embeddings, candidate_embeddings,
+                sample_weight=sample_weight,
+                candidate_sampling_probability=probability, candidate_ids=candidate_ids,
+                compute_metrics=compute_metrics)
+
+        catalogue = self.candidate_tower(self._catalogue_ids)                  # [M, D]
+        logits = tf.matmul(query_embeddings, catalogue, transpose_b=True) / self._temperature
+        rows = self.catalogue_rows(candidate_ids)
+        known = tf.cast(rows >= 0, tf.float32)
+        weight = known if sample_weight is None else known * sample_weight
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.maximum(rows, 0), logits=logits)
+        loss = tf.reduce_sum(losses * weight)
+        if compute_metrics:
+            update = self.top_k.update_state(
+                query_embeddings, candidate_embeddings, true_candidate_ids=candidate_ids,
+                sample_weight=sample_weight)
+            with tf.control_dependencies([update]):
+                loss = tf.identity(loss)
+        return loss
+
+
+def ranking_task() -> tfrs.tasks.Ranking:
+    return tfrs.tasks.Ranking(
+        loss=keras.losses.MeanSquaredError(),
+        metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])
+
+
+def rating_head(layers: Sequence[int], rating_min: float, rating_max: float):
+    """Dense ReLU layers then one linear unit, its bias starting mid-scale."""
+    head = [keras.layers.Dense(units, activation="relu") for units in layers]
+    # MovieLens ratings average ~3.5 stars (0.5 above mid-scale): start there.
+    head.append(keras.layers.Dense(
+        1, bias_initializer=keras.initializers.Constant((rating_min + rating_max) / 2 + 0.5)))
+    return keras.Sequential(head, name="rating_head")
+
+
+class RatingBiases(keras.layers.Layer):
+    """``{"user_id": [B], "movie_id": [B]}`` -> float32 ``[B]``: a learned bias per user
+    plus one per movie (the classic baseline predictor; the global mean is the rating
+    head's output bias). Unknown ids share a row with bias 0 at the start."""
+
+    def __init__(self, vocabulary: Vocabulary, l2: float = 0.0, name: str = "rating_biases"):
+        super().__init__(name=name)
+        self.user_lookup = keras.layers.IntegerLookup(
+            vocabulary=np.asarray(vocabulary.user_ids, np.int64), mask_token=None,
+            num_oov_indices=1, name="bias_user_lookup")
+        self.movie_lookup = keras.layers.IntegerLookup(
+            vocabulary=vocabulary.movie_ids, mask_token=None, num_oov_indices=1,
+            name="bias_movie_lookup")
+        self.user_bias = keras.layers.Embedding(
+            vocabulary.num_users + 1, 1, embeddings_initializer="zeros",
+            embeddings_regularizer=encoders.regularizer(l2), name="user_bias")
+        self.movie_bias = keras.layers.Embedding(
+            vocabulary.num_movies + 1, 1, embeddings_initializer="zeros",
+            embeddings_regularizer=encoders.regularizer(l2), name="movie_bias")
+
+    @encoders.graph_safe
+    def call(self, features, training=None, mask=None):
+        users = self.user_bias(self.user_lookup(features[contract.USER_ID]))
+        movies = self.movie_bias(self.movie_lookup(features[contract.MOVIE_ID]))
+        return tf.reshape(users + movies, [-1])
+
+
+def raw_rating(model, features, user, movie):
+    """The unclipped rating ``[B]`` of ranking and multitask models: the rating head on
+    the concatenated user and movie embeddings, plus (``rating_dot``) their dot product
+    and (``rating_biases``) the user and movie biases."""
+    raw = tf.squeeze(model.rating_head(tf.concat([user, movie], axis=-1)), axis=-1)
+    if model.hparams.rating_dot:
+        raw += tf.reduce_sum(user * movie, axis=-1)
+    if model.rating_biases is not None:
+        raw += model.rating_biases(features)
+    return raw
