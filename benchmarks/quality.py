@@ -65,6 +65,13 @@ import components  # noqa: E402,F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from components import contract  # noqa: E402
+from components.trainer import evaluation as trainer_eval  # noqa: E402
+from components.trainer import hparams as hp  # noqa: E402
+from components.trainer import inputs  # noqa: E402
+from components.trainer import models as M  # noqa: E402
+from components.trainer import vocabulary as vocab_lib  # noqa: E402
+
 ML100K_ENV = "MOVIELENS_100K_DIR"
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "ml-100k"
 SPLIT_SEED = 42
@@ -101,35 +108,19 @@ def log(message: str) -> None:
 
 def generate_examples(data_dir: pathlib.Path, out: pathlib.Path):
     """Runs the example generator on ``data_dir`` into ``out``; returns its paths."""
-    import apache_beam as beam
+    from components.example_gen import generate
+    from components.example_gen.config import ExampleGenConfig
 
-    from components.example_gen import executor, transforms
-    from data import movielens
-
-    layout = movielens.detect_layout(data_dir)
-    paths = executor.OutputPaths(
-        sequence_examples=str(out / "sequence_examples"),
-        rating_examples=str(out / "rating_examples"),
-        vocabulary=str(out / "vocabulary"), statistics=str(out / "statistics"))
-    sequence_params = transforms.SequenceParams()  # the sequential tutorial's flags
-    split_params = transforms.SplitParams(strategy=transforms.SPLIT_RANDOM, seed=SPLIT_SEED,
-                                          sequence_train_fraction=0.9,
-                                          rating_train_fraction=0.8)
-    with beam.Pipeline() as pipeline:
-        executor.build_pipeline(pipeline, layout, sequence_params, split_params, paths)
-    genres, years = transforms.feature_vocabularies(movielens.load_movies(layout))
-    (out / "vocabulary" / "genres.txt").write_text("\n".join(genres) + "\n")
-    (out / "vocabulary" / "years.txt").write_text("\n".join(map(str, years)) + "\n")
-    statistics = executor.finish_statistics(layout, paths.statistics, 0.0)
-    return paths, statistics, executor.summary_line(statistics)
+    paths = generate.OutputPaths.under(str(out))
+    # The sequential tutorial's flags (ExampleGenConfig's defaults), random splits.
+    statistics = generate.generate(str(data_dir), ExampleGenConfig(seed=SPLIT_SEED), paths)
+    return paths, statistics, generate.summary_line(statistics)
 
 
 class Data:
     """The example generator's outputs: file patterns, vocabulary, training statistics."""
 
     def __init__(self, paths):
-        from components.trainer import features as F
-        from components.trainer import models as M
 
         self.files = {kind: {split: os.path.join(uri, f"Split-{split}", "*")
                              for split in ("train", "eval")}
@@ -142,7 +133,7 @@ class Data:
         self.rating_history = trainer_eval.user_history(train, self.vocabulary)
         self.rating_counts, ratings = self._counts(train, contract.MOVIE_ID, contract.USER_RATING)
         self.mean_rating = float(np.mean(ratings))
-        spec = inputs.select(inputs.sequence_feature_spec(10, 10), [contract.CONTEXT_MOVIE_ID, contract.LABEL_MOVIE_ID])
+        spec = inputs.select(inputs.sequence_feature_spec(*self.vocabulary.sequence_shape()), [contract.CONTEXT_MOVIE_ID, contract.LABEL_MOVIE_ID])
         self.sequence_train = inputs.make_dataset(self.files["sequence"]["train"], spec, 8192,
                                              shuffle=False)
         self.sequence_eval = inputs.make_dataset(self.files["sequence"]["eval"], spec, 8192,
@@ -150,7 +141,6 @@ class Data:
         self.label_counts, _ = self._counts(self.sequence_train, contract.LABEL_MOVIE_ID)
 
     def _counts(self, dataset, key, value_key=None):
-        from components.trainer import models as M
 
         counts = np.zeros(self.vocabulary.num_movies, np.int64)
         values = []
@@ -194,19 +184,17 @@ class Progress(tf.keras.callbacks.Callback):
 
 def train(name: str, hparams, data: Data, kind: str):
     """Builds, compiles and fits ``hparams.model`` on the ``kind`` training files."""
-    from components.trainer import models as M
 
     log(f"[{name}] training: {describe(hparams)}")
     start = time.time()
     stats = inputs.training_timestamp_stats(hparams, data.files[kind]["train"])
     model = M.compile_model(M.build_model(hparams, data.vocabulary, stats), hparams)
-    model.fit(inputs.input_dataset(hparams, data.files[kind]["train"], training=True),
+    model.fit(inputs.input_dataset(hparams, data.vocabulary, data.files[kind]["train"], training=True),
               epochs=hparams.epochs, verbose=0, callbacks=[Progress(name)])
     return model, time.time() - start
 
 
 def describe(hparams) -> str:
-    from components.trainer import models as M
 
     base = hp.HParams(model=hparams.model)
     changed = {key: value for key, value in hparams.to_dict().items()
@@ -215,10 +203,9 @@ def describe(hparams) -> str:
 
 
 def run_retrieval(name: str, hparams, data: Data) -> Dict[str, float]:
-    from components.trainer import models as M
 
     model, seconds = train(name, hparams, data, "rating")
-    evaluation = inputs.input_dataset(hparams, data.files["rating"]["eval"], training=False)
+    evaluation = inputs.input_dataset(hparams, data.vocabulary, data.files["rating"]["eval"], training=False)
     result = trainer_eval.evaluate_retrieval(model, evaluation, data.vocabulary, KS, data.rating_history)
     if hparams.model == hp.MULTITASK:
         result.update(trainer_eval.evaluate_ranking(model, evaluation))
@@ -230,10 +217,9 @@ def run_retrieval(name: str, hparams, data: Data) -> Dict[str, float]:
 
 
 def run_ranking(name: str, hparams, data: Data) -> Dict[str, float]:
-    from components.trainer import models as M
 
     model, seconds = train(name, hparams, data, "rating")
-    evaluation = inputs.input_dataset(hparams, data.files["rating"]["eval"], training=False)
+    evaluation = inputs.input_dataset(hparams, data.vocabulary, data.files["rating"]["eval"], training=False)
     result = trainer_eval.evaluate_ranking(model, evaluation)
     result["seconds"] = seconds
     log(f"[{name}] done in {seconds:.0f} s: RMSE {result['rmse']:.4f}, MAE {result['mae']:.4f}")
@@ -241,10 +227,9 @@ def run_ranking(name: str, hparams, data: Data) -> Dict[str, float]:
 
 
 def run_sequential(name: str, hparams, data: Data) -> Dict[str, float]:
-    from components.trainer import models as M
 
     model, seconds = train(name, hparams, data, "sequence")
-    evaluation = inputs.input_dataset(hparams, data.files["sequence"]["eval"], training=False)
+    evaluation = inputs.input_dataset(hparams, data.vocabulary, data.files["sequence"]["eval"], training=False)
     result = trainer_eval.evaluate_retrieval(model, evaluation, data.vocabulary, KS)
     result["seconds"] = seconds
     log(f"[{name}] done in {seconds:.0f} s: top-100 {result['top_100']:.4f}, "
@@ -253,8 +238,6 @@ def run_sequential(name: str, hparams, data: Data) -> Dict[str, float]:
 
 
 def popularity_retrieval(data: Data) -> Dict[str, float]:
-    from components.trainer import features as F
-    from components.trainer import models as M
 
     spec = inputs.select(inputs.rating_feature_spec(), [contract.USER_ID, contract.MOVIE_ID])
     evaluation = inputs.make_dataset(data.files["rating"]["eval"], spec, 8192, shuffle=False)
@@ -263,8 +246,6 @@ def popularity_retrieval(data: Data) -> Dict[str, float]:
 
 
 def popularity_ranking(data: Data) -> Dict[str, float]:
-    from components.trainer import features as F
-
     spec = inputs.select(inputs.rating_feature_spec(), [contract.USER_RATING])
     evaluation = inputs.make_dataset(data.files["rating"]["eval"], spec, 8192, shuffle=False)
     labels = np.concatenate([batch[contract.USER_RATING].numpy() for batch in evaluation])
@@ -274,7 +255,6 @@ def popularity_ranking(data: Data) -> Dict[str, float]:
 
 def _last_context_rows(data: Data, context: np.ndarray) -> np.ndarray:
     """Vocabulary row of each example's last (non-padding) context movie."""
-    from components.trainer import models as M
 
     lengths = np.maximum((context != 0).sum(axis=1), 1)
     return trainer_eval.movie_rows(data.vocabulary, context[np.arange(len(context)), lengths - 1])
@@ -282,8 +262,6 @@ def _last_context_rows(data: Data, context: np.ndarray) -> np.ndarray:
 
 def sequential_baselines(data: Data) -> Tuple[Dict[str, float], Dict[str, float]]:
     """Popularity and "the movie that most often follows the last one"."""
-    from components.trainer import features as F
-    from components.trainer import models as M
 
     num_movies = data.vocabulary.num_movies
     # transitions[a + 1, b]: training examples whose last context movie is row a and
@@ -359,7 +337,6 @@ def main(argv=None) -> int:
     if not (data_dir / "u.data").is_file():
         parser.error(f"MovieLens-100K not found at {data_dir} (no u.data); set {ML100K_ENV}")
 
-    from components.trainer import models as M
 
     tf.get_logger().setLevel("ERROR")
     start = time.time()

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from components.evaluator import baseline
-from components.trainer import export
+from components import contract
+from components.evaluator import slices
 from pipeline.configs import EvaluationConfig
 
 TOP_100 = "top_100_accuracy"
@@ -54,16 +55,16 @@ def test_ranking_evaluator_rmse_equals_the_trainers(served_pipeline):
 def test_evaluation_is_sliced_by_user_activity_and_movie_popularity(served_pipeline, name,
                                                                      metric):
     metrics = _overall_metrics(served_pipeline.output(f"{name}Evaluator", "evaluation"))
-    activity = {dict(key)[export.USER_ACTIVITY] for key in metrics
-                if key and key[0][0] == export.USER_ACTIVITY}
-    popularity = {dict(key)[export.MOVIE_POPULARITY] for key in metrics
-                  if key and key[0][0] == export.MOVIE_POPULARITY}
+    activity = {dict(key)[contract.USER_ACTIVITY] for key in metrics
+                if key and key[0][0] == contract.USER_ACTIVITY}
+    popularity = {dict(key)[contract.MOVIE_POPULARITY] for key in metrics
+                  if key and key[0][0] == contract.MOVIE_POPULARITY}
     # Synthetic users rate at least 20 movies; 12,000 ratings / 200 users puts most in
     # the middle bucket and some above 100.
     assert {"21-100", ">100"} <= activity <= {"<=20", "21-100", ">100"}
     assert popularity == {"head", "torso", "tail"}
     total = metrics[()]["example_count"]
-    for feature in (export.USER_ACTIVITY, export.MOVIE_POPULARITY):
+    for feature in (contract.USER_ACTIVITY, contract.MOVIE_POPULARITY):
         counts = [m["example_count"] for key, m in metrics.items()
                   if key and key[0][0] == feature]
         assert sum(counts) == total
@@ -163,13 +164,13 @@ def test_previous_blessed_is_the_latest_blessed_model_older_than_the_candidate()
 
 
 def test_slice_buckets():
-    assert export.activity_bucket_names((20, 100)) == ("<=20", "21-100", ">100")
-    buckets = export.user_activity_buckets(np.array([1, 20, 21, 100, 101]), (20, 100))
+    assert slices.activity_bucket_names((20, 100)) == ("<=20", "21-100", ">100")
+    buckets = slices.user_activity_buckets(np.array([1, 20, 21, 100, 101]), (20, 100))
     assert list(buckets) == ["<=20", "<=20", "21-100", "21-100", ">100"]
-    assert list(export.movie_popularity_buckets(10, (0.1, 0.5))) == \
+    assert list(slices.movie_popularity_buckets(10, (0.1, 0.5))) == \
         ["head"] + ["torso"] * 4 + ["tail"] * 5
     with pytest.raises(ValueError):
-        export.SliceSpec.from_dict({"user_activity_boundaries": [100, 20]})
+        slices.SliceSpec.from_dict({"user_activity_boundaries": [100, 20]})
 
 
 def test_eval_config_gates_the_overall_slice_with_the_configured_thresholds():
@@ -180,7 +181,7 @@ def test_eval_config_gates_the_overall_slice_with_the_configured_thresholds():
     retrieval = config.eval_config("sequential", evaluation)
     [spec] = retrieval.model_specs
     assert (spec.signature_name, spec.label_key, spec.model_type) == \
-        (export.EVAL_SIGNATURE, export.LABEL_INDEX, "tf_generic")
+        (contract.EVAL_SIGNATURE, contract.LABEL_INDEX, "tf_generic")
     [metric] = [m for m in retrieval.metrics_specs[0].metrics if m.threshold.ByteSize()
                 or m.per_slice_thresholds]
     assert json.loads(metric.config) == {"k": 100, "name": TOP_100}

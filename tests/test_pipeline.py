@@ -101,4 +101,4 @@ def test_missing_data_dir_is_a_clear_error(tmp_path, capsys):
 def test_unknown_model_is_refused_before_running(small_data, capsys):
     code = pipeline_runner.main(["run", "--data-dir", small_data, "--models", "retrieval,foo"])
     assert code == 2
-    assert "unknown model 'foo'" in capsys.readouterr().err
+    assert "unknown model kind 'foo'" in capsys.readouterr().err

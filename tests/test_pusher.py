@@ -14,7 +14,7 @@ import pytest
 import remote_fs
 from tfx.dsl.io import fileio
 
-from components.pusher import ann, executor, serving
+from components.pusher import ann, executor, publishing, serving
 from conftest import serving_tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

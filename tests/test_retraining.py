@@ -10,7 +10,7 @@ import pytest
 from ml_metadata.metadata_store import metadata_store
 from tfx.orchestration import metadata
 
-from components.pusher import serving
+from components.pusher import publishing, serving
 
 GROWN_RATINGS = 3000
 
