@@ -71,6 +71,7 @@ import tensorflow as tf
 from absl import logging
 from tfx.dsl.io import fileio
 
+from components import vocabulary_files
 from components.pusher import ann
 
 BRUTE_FORCE = "brute_force"
@@ -375,7 +376,7 @@ def read_movies(movies_tsv: str) -> List[Tuple[int, int, str]]:
     count, title) rows."""
     rows = []
     for line in read_text(movies_tsv).split("\n"):
-        fields = line.rstrip("\r").split("\t")
+        fields = vocabulary_files.decode_fields(line.rstrip("\r"))
         if len(fields) >= 3:
             rows.append((int(fields[0]), int(fields[1]), fields[2]))
     return rows

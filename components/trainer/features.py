@@ -43,6 +43,7 @@ import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from components import vocabulary_files
 
 import numpy as np
 import tensorflow as tf
@@ -314,7 +315,7 @@ def load_vocabulary(vocabulary_dir: str) -> Vocabulary:
     movie_ids, counts, titles, years, genres = [], [], [], [], []
     path = os.path.join(vocabulary_dir, MOVIES_FILE)
     for number, line in enumerate(_read_lines(path), start=1):
-        fields = line.split("\t")
+        fields = vocabulary_files.decode_fields(line)
         if len(fields) != 5:
             raise ValueError(f"{path}:{number}: expected 5 tab-separated fields, "
                              f"found {len(fields)}")
