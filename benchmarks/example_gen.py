@@ -4,7 +4,7 @@ Both sides read the same synthetic MovieLens data (``data.synthetic``, ML-1M lay
 write the same tf.Examples (sequence examples and rating examples, train/eval splits) as
 gzipped TFRecords:
 
-* ``beam``: ``executor.build_pipeline`` + ``executor.finish_statistics`` on the
+* ``beam``: ``generate.generate`` (what the component's executor runs) on the
   DirectRunner with ``--direct_running_mode=multi_processing --direct_num_workers=0``
   (one worker per core). Timed end to end, pipeline start-up and worker start-up
   included; examples counted from statistics.json.
@@ -110,41 +110,25 @@ def ensure_data(work_dir: pathlib.Path, size: str, seed: int) -> pathlib.Path:
 # Side 1: the project's Beam pipeline.
 
 
-def _beam_params(seed: int):
-    from components.example_gen import transforms  # pylint: disable=import-outside-toplevel
-
-    return (
-        transforms.SequenceParams(
-            min_rating=MIN_RATING, min_timeline_length=MIN_TIMELINE_LENGTH,
-            max_context_length=MAX_CONTEXT_LENGTH,
-            max_context_movie_genre_length=MAX_CONTEXT_MOVIE_GENRE_LENGTH),
-        transforms.SplitParams(
-            strategy=transforms.SPLIT_RANDOM, seed=seed,
-            sequence_train_fraction=SEQUENCE_TRAIN_FRACTION,
-            rating_train_fraction=RATING_TRAIN_FRACTION))
-
-
 def run_beam(data_dir: str, out_dir: str, seed: int, beam_args: List[str]) -> Dict:
-    """build_pipeline + finish_statistics; returns seconds and example counts."""
+    """The project's ``generate.generate``; returns seconds and example counts."""
     # pylint: disable=import-outside-toplevel
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from components.example_gen import executor
-    from data import movielens
+    from components.example_gen import generate
+    from components.example_gen.config import ExampleGenConfig
 
-    layout = movielens.detect_layout(data_dir)
-    paths = executor.OutputPaths(**{
-        name: os.path.join(out_dir, name)
-        for name in ("sequence_examples", "rating_examples", "vocabulary", "statistics")})
-    for path in dataclass_values(paths):
-        os.makedirs(path, exist_ok=True)
-    sequence_params, split_params = _beam_params(seed)
-
+    config = ExampleGenConfig(
+        min_rating=MIN_RATING, min_timeline_length=MIN_TIMELINE_LENGTH,
+        max_context_length=MAX_CONTEXT_LENGTH,
+        max_context_movie_genre_length=MAX_CONTEXT_MOVIE_GENRE_LENGTH, seed=seed,
+        train_fraction=SEQUENCE_TRAIN_FRACTION, rating_train_fraction=RATING_TRAIN_FRACTION)
+    paths = generate.OutputPaths.under(out_dir)
     started = time.perf_counter()
-    with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
-        executor.build_pipeline(pipeline, layout, sequence_params, split_params, paths)
-    statistics = executor.finish_statistics(layout, paths.statistics, 0.0)
+    statistics = generate.generate(
+        data_dir, config, paths, make_pipeline=lambda: beam.Pipeline(
+            options=PipelineOptions(beam_args)))
     seconds = time.perf_counter() - started
     counts = {f"{kind}/{split}": statistics[kind][split] for kind in KINDS for split in SPLITS}
     return {"seconds": seconds, "examples": sum(counts.values()), "counts": counts}

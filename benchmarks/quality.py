@@ -1,7 +1,7 @@
 """Benchmark: the quality of our models against the TFRS tutorials' recipes and baselines.
 
 One run on MovieLens-100K, with the tutorials' splits, made by our own example generator
-(``executor.build_pipeline`` in-process, DirectRunner):
+(``generate.generate`` in-process, DirectRunner):
 
 * rating examples: every valid rating, split 80/20 at random by a seeded hash (seed 42),
   the protocol of the retrieval, ranking and multitask tutorials (all 100k ratings

@@ -17,6 +17,14 @@ Guarantees of :func:`fetch`:
   step, with a marker file holding the verified digest written *before* the rename: a folder at
   ``<cache_dir>/<name>`` that carries the marker is complete and verified, and is returned later
   without touching the network.
+* Nothing the tool did not make is ever deleted: an existing ``<cache_dir>/<name>`` without the
+  marker file (a user's own copy, say) is refused before any download, and left as it is. Only
+  a folder carrying the marker (an older or unfinished download of this tool) or an empty one
+  is replaced.
+* Sizes are capped: a response is never read past its Content-Length, nor, when it declares
+  none, past the registry's size of the archive (:data:`MAX_ARCHIVE_BYTES` for archives the
+  registry does not know); extraction stops at :func:`extraction_limit` bytes (a zip bomb)
+  and at :data:`MAX_ZIP_ENTRIES` entries.
 * Zip entries with absolute paths, ``..`` components or symlinks are refused.
 
 A process killed in the middle (SIGKILL, power loss) can leave a ``.<name>.*`` temporary entry in
@@ -56,6 +64,12 @@ MARKER_NAME = ".movielens-sha256"
 CACHE_ENV_VAR = "MOVIELENS_CACHE"
 CHUNK_SIZE = 1 << 20
 DEFAULT_TIMEOUT = 60.0  # seconds per socket operation, not for the whole download
+# Caps against hostile or broken servers and archives. MovieLens zips hold CSV-like text,
+# which deflates about 4-5x (ml-25m: 262 MB -> 1.2 GB): 20x leaves room, a bomb does not fit.
+MAX_ARCHIVE_BYTES = 2 << 30  # a download the registry has no size for
+EXTRACTION_RATIO = 20
+MIN_EXTRACTION_LIMIT = 64 << 20
+MAX_ZIP_ENTRIES = 10_000
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -179,6 +193,7 @@ def fetch(
 
     if _is_verified(target, digest):
         return target
+    _check_replaceable(target)
 
     try:
         cache.mkdir(parents=True, exist_ok=True)
@@ -239,8 +254,29 @@ def _spec_for(name: str, *, url: Optional[str], sha256: Optional[str]) -> Datase
         url=url or known.url,  # type: ignore[union-attr]
         sha256=digest,
         folder=known.folder if known else name,
-        size=known.size if (known and url is None) else None,
+        # The registry's archive, wherever it comes from, when its digest is the registry's.
+        size=known.size if (known and digest == known.sha256) else None,
     )
+
+
+def _check_replaceable(target: Path) -> None:
+    """Raises DownloadError unless ``target`` is absent, empty, or a folder this tool made.
+
+    A folder without the marker file may be a user's own data: it is never moved or
+    deleted, and the download is refused before it starts.
+    """
+    if not os.path.lexists(target):
+        return
+    if target.is_dir() and not target.is_symlink():
+        if (target / MARKER_NAME).is_file() or not any(target.iterdir()):
+            return
+        what = f"a folder without this tool's marker file ({MARKER_NAME})"
+    else:
+        what = "a symlink" if target.is_symlink() else "a file"
+    raise DownloadError(
+        f"{target} already exists and is {what}: refusing to replace what this tool did not "
+        "make (nothing was changed). Move it away, or pass another --cache-dir; to use that "
+        "copy as it is, pass --data-dir instead.")
 
 
 def _is_verified(target: Path, digest: str) -> bool:
@@ -280,12 +316,19 @@ def _download(spec: Dataset, out, *, progress: bool, timeout: float) -> tuple[st
             declared = int(length) if length is not None else None
         except ValueError:
             declared = None
+        # Never read more than announced, nor, unannounced, more than the archive's size.
+        cap = declared if declared is not None else (spec.size or MAX_ARCHIVE_BYTES)
         reporter = _Progress(spec.name, declared or spec.size) if progress else None
         try:
             while True:
-                chunk = response.read(CHUNK_SIZE)
+                chunk = response.read(min(CHUNK_SIZE, cap + 1 - received))
                 if not chunk:
                     break
+                if received + len(chunk) > cap:
+                    raise DownloadError(
+                        f"download from {url} is larger than the {cap:,} bytes expected"
+                        f"{'' if declared is not None else ' of ' + spec.name}; stopped and "
+                        "deleted", url=url)
                 out.write(chunk)
                 hasher.update(chunk)
                 received += len(chunk)
@@ -363,13 +406,44 @@ def _member_parts(info: zipfile.ZipInfo) -> list[str]:
     return parts
 
 
+def extraction_limit(zip_size: int) -> int:
+    """The most bytes an archive of ``zip_size`` bytes may extract to."""
+    return max(MIN_EXTRACTION_LIMIT, EXTRACTION_RATIO * zip_size)
+
+
+def _copy_capped(source, destination, limit: int, name: str) -> int:
+    """Copies at most ``limit`` bytes; DownloadError beyond (entry sizes can lie)."""
+    copied = 0
+    for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
+        copied += len(chunk)
+        if copied > limit:
+            raise DownloadError(
+                f"refusing to extract the archive: {name!r} expands beyond the "
+                f"{limit:,}-byte limit (a zip bomb?); nothing was kept")
+        destination.write(chunk)
+    return copied
+
+
 def _safe_extract(zip_path: Path, dest: Path) -> None:
-    """Extract every entry of ``zip_path`` under ``dest`` after checking all of them."""
+    """Extract every entry of ``zip_path`` under ``dest`` after checking all of them, and
+    no more than :func:`extraction_limit` bytes in all."""
     dest_resolved = dest.resolve()
+    budget = extraction_limit(zip_path.stat().st_size)
     try:
         with zipfile.ZipFile(zip_path) as archive:
+            infos = archive.infolist()
+            if len(infos) > MAX_ZIP_ENTRIES:
+                raise DownloadError(
+                    f"refusing to extract the archive: {len(infos):,} entries, more than "
+                    f"{MAX_ZIP_ENTRIES:,}")
+            declared = sum(info.file_size for info in infos)
+            if declared > budget:
+                raise DownloadError(
+                    f"refusing to extract the archive: it declares {declared:,} bytes, more "
+                    f"than the {budget:,}-byte limit for a {zip_path.stat().st_size:,}-byte "
+                    "zip (a zip bomb?)")
             plan = []
-            for info in archive.infolist():
+            for info in infos:
                 parts = _member_parts(info)
                 if not parts:
                     continue
@@ -383,7 +457,7 @@ def _safe_extract(zip_path: Path, dest: Path) -> None:
                     continue
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(info) as src, open(path, "xb") as dst:
-                    shutil.copyfileobj(src, dst, CHUNK_SIZE)
+                    budget -= _copy_capped(src, dst, budget, info.filename)
     except DownloadError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
@@ -405,10 +479,15 @@ def _dataset_root(extracted: Path, folder: str) -> Path:
 
 
 def _install(root: Path, target: Path, digest: str, cache: Path, name: str) -> None:
-    """Atomically rename ``root`` to ``target``, replacing a stale (unverified) ``target``."""
+    """Atomically rename ``root`` to ``target``, replacing a ``target`` this tool made
+    (one with the marker file, e.g. of another digest) or an empty folder, never other."""
     stale: Optional[Path] = None
-    if target.is_symlink() or target.is_file():
-        target.unlink()
+    _check_replaceable(target)  # again: something may have appeared during the download
+    if target.is_dir() and not (target / MARKER_NAME).is_file():
+        try:
+            target.rmdir()  # empty, as checked; fails if something was just put there
+        except OSError as exc:
+            raise DownloadError(f"cannot replace the empty folder {target}: {exc}") from exc
     elif target.exists():
         stale = Path(tempfile.mkdtemp(dir=cache, prefix=f".{name}.stale-"))
         os.rename(target, stale / "old")

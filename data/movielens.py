@@ -9,16 +9,18 @@ Three layouts exist, as GroupLens distributes them:
   ``movies.csv`` with headers, UTF-8, half-star ratings; no user file.
 
 Ratings are the large part of a data set: :func:`parse_rating_line` parses one raw line
-(bytes) and raises :class:`MalformedRecord` with a machine-readable ``reason``, so that a
-Beam pipeline can count what it drops by reason. Movies and users are small catalogues,
-loaded whole by :func:`load_movies` and :func:`load_users`, which fail on the first bad
-line with an error naming the file and the line.
+(bytes; the grammar and the limits on values are data/rating_lines.py's) and raises
+:class:`MalformedRecord` with a machine-readable ``reason``, so that a Beam pipeline can
+count what it drops by reason. Movies and users are small catalogues, loaded whole by
+:func:`load_movies` and :func:`load_users`, which fail on the first bad line with an
+error naming the file and the line: a catalogue is structure, and a wrong structure must
+stop the run rather than lose or mix up data silently. For the same reason a directory
+holding the files of two layouts is refused, and the CSV layout's columns are found by
+their header names.
 
-Every file is reached through Apache Beam's ``FileSystems``, as the Beam workers that
-import this module read the ratings: a data directory may be local or a URL of any scheme
-Beam has a file system for (``gs://...`` on Vertex AI). A :class:`Layout` of a local
-directory holds ``pathlib.Path`` objects; one of a URL holds strings, which pathlib would
-mangle (``gs://b`` becomes ``gs:/b``). This module imports Beam, never TensorFlow or TFX.
+Every file is reached through Apache Beam's ``FileSystems`` (data/files.py), as the Beam
+workers read the ratings: a data directory may be local or a URL (``gs://...``). This
+module imports Beam, never TensorFlow or TFX.
 """
 
 from __future__ import annotations
@@ -26,13 +28,18 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import os
-import pathlib
 import re
-from typing import BinaryIO, Dict, Iterable, Iterator, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+from data import files
+
+# The rating line's grammar and drop reasons, re-exported: callers know them as movielens.*.
+from data.rating_lines import (  # noqa: F401  pylint: disable=unused-import
+    BLANK_LINE, DROP_REASONS, DUPLICATE_RATING, FUTURE_TIMESTAMP, INT64_MAX, INVALID_ID,
+    NEGATIVE_TIMESTAMP, NON_NUMERIC, RATING_OUT_OF_RANGE, UNDECODABLE, UNKNOWN_MOVIE,
+    WRONG_FIELD_COUNT, LineFormat, MalformedRecord, Rating, parse_integer, parse_line)
 
 LAYOUT_100K = "100k"
 LAYOUT_1M = "1m"
@@ -53,35 +60,18 @@ OCCUPATIONS_1M = (
     "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
 )
 
-# Reasons a rating line is dropped; they key the example generator's statistics.
-WRONG_FIELD_COUNT = "wrong_field_count"
-NON_NUMERIC = "non_numeric"
-RATING_OUT_OF_RANGE = "rating_out_of_range"
-UNDECODABLE = "undecodable"
-BLANK_LINE = "blank_line"
-UNKNOWN_MOVIE = "unknown_movie"
-DROP_REASONS = (
-    WRONG_FIELD_COUNT, NON_NUMERIC, RATING_OUT_OF_RANGE, UNDECODABLE, BLANK_LINE,
-    UNKNOWN_MOVIE,
-)
-
-_YEAR_PATTERN = re.compile(r"\((\d{4})\)")
+# ASCII digits only: in a str pattern, \d would also match full-width digits.
+_YEAR_PATTERN = re.compile(r"\(([0-9]{4})\)")
 
 
 class DataFormatError(ValueError):
     """A MovieLens file cannot be used; the message names the file and, if any, the line."""
 
 
-class MalformedRecord(ValueError):
-    """One rating line is unusable; ``reason`` is one of ``DROP_REASONS``."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-
-
-# A file or directory: a pathlib.Path when local, the URL string otherwise.
-DataPath = Union[pathlib.Path, str]
+DataPath = files.DataPath
+# Re-exported: callers know them as movielens.*.
+is_url, is_directory = files.is_url, files.is_directory
+line_numbers_at, line_number_at = files.line_numbers_at, files.line_number_at
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,22 +83,21 @@ class Layout:
     ratings_path: DataPath
     movies_path: DataPath
     users_path: Optional[DataPath]
+    # Field index of the user id, movie id, rating and timestamp in a rating line (from
+    # the CSV layout's header; the other layouts have a fixed order).
+    rating_columns: Tuple[int, int, int, int] = (0, 1, 2, 3)
 
     @property
     def has_header(self) -> bool:
         return self.name == LAYOUT_CSV
 
     @property
+    def line_format(self) -> LineFormat:
+        return line_format(self.name, self.rating_columns)
+
+    @property
     def files(self) -> Tuple[DataPath, ...]:
         return tuple(p for p in (self.ratings_path, self.movies_path, self.users_path) if p)
-
-
-@dataclasses.dataclass(frozen=True)
-class Rating:
-    user_id: int
-    movie_id: int
-    rating: float
-    timestamp: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,210 +125,240 @@ _LAYOUT_FILES = (
 )
 
 
-def is_url(path) -> bool:
-    """True for ``scheme://...`` paths (``gs://``, ``s3://``), False for local ones."""
-    return FileSystems.get_scheme(str(path)) is not None
-
-
-def is_directory(path) -> bool:
-    """Whether ``path`` is a directory.
-
-    Object stores have no directories, only names sharing a prefix: a directory there
-    exists while some object lies under it, so an empty one reads as absent. Beam's file
-    systems cannot tell a local directory from a file, so local paths ask the OS.
-    """
-    if not is_url(path):
-        return os.path.isdir(path)
-    anything_below = FileSystems.join(str(path), "**")
-    return bool(FileSystems.match([anything_below], limits=[1])[0].metadata_list)
-
-
-def _open_file(path) -> BinaryIO:
-    """Opens a data file for binary reading through Beam's file systems.
-
-    Never decompressed, whatever the name: byte offsets must be those of the file, as
-    the ratings source reads it.
-    """
-    return FileSystems.open(str(path), compression_type=CompressionTypes.UNCOMPRESSED)
-
-
-def _data_path(path) -> DataPath:
-    return str(path) if is_url(path) else pathlib.Path(path)
-
-
-def _join(root: DataPath, name: str) -> DataPath:
-    return root / name if isinstance(root, pathlib.Path) else FileSystems.join(root, name)
-
-
-def _is_file(path: DataPath) -> bool:
-    return FileSystems.exists(str(path))
-
-
 def detect_layout(data_dir) -> Layout:
     """Finds which MovieLens layout ``data_dir`` (a local path or a URL) holds.
 
     A layout is recognised by its ratings file; its movie file must then exist too (and
-    for 1M its user file). Raises DataFormatError naming what is missing.
+    for 1M its user file). A directory holding the ratings files of two layouts is
+    refused: using one would silently ignore the other. The CSV layout's rating columns
+    are read from its header. Raises DataFormatError naming what is wrong.
     """
-    root = _data_path(data_dir)
+    root = files.data_path(data_dir)
     if not is_directory(root):
         raise DataFormatError(f"MovieLens directory not found: {root}")
-    for name, ratings, movies, users in _LAYOUT_FILES:
-        if not _is_file(_join(root, ratings)):
-            continue
-        required = [movies] + ([users] if name == LAYOUT_1M else [])
-        missing = [f for f in required if not _is_file(_join(root, f))]
-        if missing:
-            raise DataFormatError(
-                f"{root}: found {ratings} (MovieLens {name} layout) but not "
-                f"{', '.join(missing)}, which that layout needs")
-        users_path = _join(root, users) if users and _is_file(_join(root, users)) else None
-        return Layout(name, root, _join(root, ratings), _join(root, movies), users_path)
-    expected = "; ".join(
-        f"{name}: {r} + {m}" for name, r, m, _ in _LAYOUT_FILES)
-    raise DataFormatError(f"{root} holds no MovieLens ratings file (expected {expected})")
+    found = [entry for entry in _LAYOUT_FILES if files.is_file(files.join(root, entry[1]))]
+    if len(found) > 1:
+        names = " and ".join(f"{ratings} ({name} layout)" for name, ratings, _, _ in found)
+        raise DataFormatError(
+            f"{root} holds the ratings files of more than one MovieLens layout: {names}; "
+            "keep one data set per directory")
+    if not found:
+        expected = "; ".join(f"{name}: {r} + {m}" for name, r, m, _ in _LAYOUT_FILES)
+        raise DataFormatError(f"{root} holds no MovieLens ratings file (expected {expected})")
+    [(name, ratings, movies, users)] = found
+    required = [movies] + ([users] if name == LAYOUT_1M else [])
+    missing = [f for f in required if not files.is_file(files.join(root, f))]
+    if missing:
+        raise DataFormatError(
+            f"{root}: found {ratings} (MovieLens {name} layout) but not "
+            f"{', '.join(missing)}, which that layout needs")
+    users_path = files.join(root, users) if users else None
+    users_path = users_path if users_path and files.is_file(users_path) else None
+    ratings_path = files.join(root, ratings)
+    columns = (0, 1, 2, 3)
+    if name == LAYOUT_CSV:
+        with files.open_file(ratings_path) as handle:
+            first = handle.readline(1 << 16).decode("utf-8", "replace")
+        header = next(csv.reader([first.rstrip("\r\n")]), [])
+        columns = tuple(_csv_columns(ratings_path, header, RATING_CSV_COLUMNS))
+    return Layout(name, root, ratings_path, files.join(root, movies), users_path, columns)
+
+
+RATING_CSV_COLUMNS = ("userId", "movieId", "rating", "timestamp")
+MOVIE_CSV_COLUMNS = ("movieId", "title", "genres")
+
+
+def _csv_columns(path, header: List[str], expected: Tuple[str, ...]) -> List[int]:
+    """The index of each of ``expected``'s columns in a CSV header's fields.
+
+    Names match case-insensitively, in any order; a missing, repeated or extra column
+    is a DataFormatError (reading by position would silently swap columns).
+    """
+    names = [name.lstrip("\ufeff").strip().lower() for name in header]
+    wanted = [name.lower() for name in expected]
+    if sorted(names) != sorted(wanted):
+        raise DataFormatError(
+            f"{path}:1: expected a header naming the columns {','.join(expected)} "
+            f"(in any order), found {','.join(header)[:120]!r}")
+    return [names.index(name) for name in wanted]
 
 
 def extract_year(title: str) -> int:
-    """The first "(YYYY)" of a title, or 0 (the sequential tutorial's rule)."""
-    match = _YEAR_PATTERN.search(title)
-    return int(match.group(1)) if match else 0
+    """The last "(YYYY)" of a title, or 0.
 
-
-def _split_rating_fields(layout_name: str, text: str):
-    if layout_name == LAYOUT_100K:
-        return text.split("\t")
-    if layout_name == LAYOUT_1M:
-        return text.split("::")
-    return text.split(",")
-
-
-def is_header_line(layout_name: str, raw: bytes) -> bool:
-    """True for the CSV layout's header line (``userId,movieId,...``)."""
-    return layout_name == LAYOUT_CSV and raw.lstrip(b"\xef\xbb\xbf").startswith(b"userId,")
-
-
-def parse_rating_line(layout_name: str, raw: bytes) -> Rating:
-    """Parses one line of a ratings file (without its line break).
-
-    Raises MalformedRecord for a blank line, undecodable bytes, a wrong number of fields,
-    non-numeric ids or ratings, or a rating off the layout's scale (1-5 whole stars;
-    0.5-5 half stars for CSV).
+    MovieLens puts the release year last: in "Title (1980) (2004)" the first is part of
+    the title. ASCII digits only.
     """
-    try:
-        text = raw.decode("utf-8").rstrip("\r")
-    except UnicodeDecodeError as error:
-        raise MalformedRecord(UNDECODABLE, f"undecodable bytes ({error.reason})") from None
-    if not text.strip():
-        raise MalformedRecord(BLANK_LINE, "blank line")
-    fields = _split_rating_fields(layout_name, text)
-    if len(fields) != 4:
-        raise MalformedRecord(
-            WRONG_FIELD_COUNT, f"expected 4 fields, found {len(fields)}: {text[:80]!r}")
-    try:
-        user_id, movie_id, timestamp = int(fields[0]), int(fields[1]), int(fields[3])
-        rating = float(fields[2])
-    except ValueError:
-        raise MalformedRecord(NON_NUMERIC, f"non-numeric field in {text[:80]!r}") from None
-    if layout_name == LAYOUT_CSV:
-        valid = 0.5 <= rating <= 5.0 and (rating * 2).is_integer()
-    else:
-        valid = 1.0 <= rating <= 5.0 and rating.is_integer()
-    if not valid:
-        raise MalformedRecord(RATING_OUT_OF_RANGE, f"rating {fields[2]!r} is off the scale")
-    return Rating(user_id, movie_id, rating, timestamp)
+    matches = _YEAR_PATTERN.findall(title)
+    return int(matches[-1]) if matches else 0
 
 
-def _numbered_lines(path: DataPath, encoding: str) -> Iterator[Tuple[int, str]]:
-    """(line number, text) of a small catalogue file, decoding errors naming the line."""
-    with _open_file(path) as handle:
+# Characters no genre name may hold: they would break genres.txt's one name per line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+_SEPARATORS = {LAYOUT_100K: "\t", LAYOUT_1M: "::", LAYOUT_CSV: ","}
+
+
+def line_format(layout_name: str, columns=(0, 1, 2, 3)) -> LineFormat:
+    """A layout's rating-line format (CSV: half stars, a header)."""
+    return LineFormat(_SEPARATORS[layout_name], half_stars=layout_name == LAYOUT_CSV,
+                      columns=tuple(columns), has_header=layout_name == LAYOUT_CSV)
+
+
+def parse_rating_line(
+    layout: Union[str, Layout], raw: bytes, max_timestamp: Optional[int] = None,
+) -> Rating:
+    """Parses one line of a ratings file (without its line break); see
+    :func:`data.rating_lines.parse_line` for the grammar and the reasons it raises.
+
+    ``layout``: a Layout, or a layout's name (then the columns are in the usual order).
+    """
+    fmt = layout.line_format if isinstance(layout, Layout) else line_format(layout)
+    return parse_line(fmt, raw, max_timestamp)
+
+
+def _decoded_lines(path: DataPath, encoding: str) -> Iterator[Tuple[int, str]]:
+    """(line number, text with its line break) of a small catalogue file; a decoding
+    error names the line."""
+    with files.open_file(path) as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                text = raw.decode(encoding).rstrip("\r\n")
+                yield number, raw.decode(encoding)
             except UnicodeDecodeError as error:
                 raise DataFormatError(
                     f"{path}:{number}: undecodable bytes ({error.reason}); "
                     f"the file should be {encoding}") from None
-            if text.strip():
-                yield number, text
+
+
+def _numbered_lines(path: DataPath, encoding: str) -> Iterator[Tuple[int, str]]:
+    """(line number, text) of the non-blank lines of a small catalogue file."""
+    for number, text in _decoded_lines(path, encoding):
+        text = text.rstrip("\r\n")
+        if text.strip():
+            yield number, text
+
+
+def _csv_records(path: DataPath) -> Iterator[Tuple[int, List[str]]]:
+    """(number of its first line, fields) of each non-blank record of a UTF-8 CSV file.
+
+    Read as one stream, so a quoted field may hold commas, tabs and line breaks.
+    """
+    reader = csv.reader(text for _, text in _decoded_lines(path, "utf-8"))
+    start = 1
+    try:
+        for row in reader:
+            first, start = start, reader.line_num + 1
+            if any(field.strip() for field in row):
+                yield first, row
+    except csv.Error as error:
+        raise DataFormatError(f"{path}:{reader.line_num}: {error}") from None
 
 
 def _catalogue_error(path, number, message) -> DataFormatError:
     return DataFormatError(f"{path}:{number}: {message}")
 
 
-def _parse_movie(layout_name: str, fields, genre_names) -> Movie:
-    movie_id = int(fields[0])
-    title = fields[1]
-    if layout_name == LAYOUT_100K:
-        flags = fields[5:]
-        genres = tuple(name for name, flag in zip(genre_names, flags) if flag.strip() == "1")
-    else:
-        genres = tuple(g for g in fields[2].split("|") if g and g != "(no genres listed)")
-    return Movie(movie_id, title, extract_year(title), genres)
+def _catalogue_id(path, number, text: str, what: str, positive: bool) -> int:
+    """An id field of a catalogue line: ASCII digits, within int64 (and > 0 if asked)."""
+    value = parse_integer(text)
+    if value is None:
+        raise _catalogue_error(path, number, f"non-numeric {what} {text[:40]!r}")
+    if value > INT64_MAX or value < -INT64_MAX - 1 or (positive and value <= 0):
+        kind = "a positive 64-bit integer" if positive else "a 64-bit integer"
+        raise _catalogue_error(path, number, f"{what} {text[:40]} is not {kind}")
+    return value
+
+
+def _movie_rows(layout: Layout, genre_names) -> Iterator[Tuple[int, List[str]]]:
+    """(line number, [id, title, genre field or 100K flags...]) of the movie file."""
+    path = layout.movies_path
+    if layout.name == LAYOUT_CSV:
+        records = _csv_records(path)
+        _, header = next(records, (1, []))
+        columns = _csv_columns(path, header, MOVIE_CSV_COLUMNS)
+        for number, fields in records:
+            if len(fields) != len(header):
+                raise _catalogue_error(
+                    path, number, f"expected {len(header)} fields, found {len(fields)}")
+            yield number, [fields[i] for i in columns]
+        return
+    separator = "|" if layout.name == LAYOUT_100K else "::"
+    expected = 5 + len(genre_names) if layout.name == LAYOUT_100K else 3
+    for number, text in _numbered_lines(path, "latin-1"):
+        fields = text.split(separator)
+        if len(fields) != expected:
+            raise _catalogue_error(path, number, f"expected {expected} fields, found {len(fields)}")
+        yield number, fields
 
 
 def load_movies(layout: Layout) -> Dict[int, Movie]:
-    """All movies of the layout's movie file, keyed by id. Raises DataFormatError."""
+    """All movies of the layout's movie file, keyed by id. Raises DataFormatError.
+
+    Movie ids must be positive (0 is the examples' padding id) and within int64, and
+    appear once.
+    """
     path = layout.movies_path
-    if not _is_file(path):
+    if not files.is_file(path):
         raise DataFormatError(f"movie file not found: {path}")
     genre_names = GENRES_100K
     if layout.name == LAYOUT_100K:
-        genre_file = _join(layout.root, "u.genre")
-        if _is_file(genre_file):
+        genre_file = files.join(layout.root, "u.genre")
+        if files.is_file(genre_file):
             genre_names = tuple(
                 text.split("|")[0] for _, text in _numbered_lines(genre_file, "latin-1"))
     movies: Dict[int, Movie] = {}
-    if layout.name == LAYOUT_CSV:
-        lines = _numbered_lines(path, "utf-8")
-        header = next(lines, None)
-        rows = ((number, next(csv.reader([text]))) for number, text in lines)
-        expected = 3
-        if header is None or not header[1].lstrip("\ufeff").startswith("movieId"):
-            raise DataFormatError(f"{path}:1: expected the header 'movieId,title,genres'")
-    else:
-        separator = "|" if layout.name == LAYOUT_100K else "::"
-        rows = ((number, text.split(separator))
-                for number, text in _numbered_lines(path, "latin-1"))
-        expected = 5 + len(genre_names) if layout.name == LAYOUT_100K else 3
-    for number, fields in rows:
-        if len(fields) != expected:
-            raise _catalogue_error(path, number, f"expected {expected} fields, found {len(fields)}")
-        try:
-            movie = _parse_movie(layout.name, fields, genre_names)
-        except ValueError:
-            raise _catalogue_error(path, number, f"non-numeric movie id {fields[0]!r}") from None
-        if movie.movie_id in movies:
-            raise _catalogue_error(path, number, f"movie id {movie.movie_id} appears twice")
-        movies[movie.movie_id] = movie
+    first_line: Dict[int, int] = {}
+    for number, fields in _movie_rows(layout, genre_names):
+        movie_id = _catalogue_id(path, number, fields[0], "movie id", positive=True)
+        if movie_id in movies:
+            raise _catalogue_error(path, number, f"movie id {movie_id} appears twice "
+                                                 f"(first on line {first_line[movie_id]})")
+        title = fields[1]
+        if layout.name == LAYOUT_100K:
+            genres = tuple(name for name, flag in zip(genre_names, fields[5:])
+                           if flag.strip() == "1")
+        else:
+            genres = tuple(g for g in fields[2].split("|") if g and g != "(no genres listed)")
+        bad = [g for g in genres if _CONTROL.search(g)]
+        if bad:  # genres.txt holds one name per line, unescaped
+            raise _catalogue_error(path, number, f"genre {bad[0]!r} holds a control character")
+        movies[movie_id] = Movie(movie_id, title, extract_year(title), genres)
+        first_line[movie_id] = number
     if not movies:
         raise DataFormatError(f"{path}: no movies")
     return movies
 
 
 def load_users(layout: Layout) -> Dict[int, User]:
-    """All users of the layout's user file (empty for the CSV layout, which has none)."""
+    """All users of the layout's user file (empty for the CSV layout, which has none).
+
+    A user id appearing twice is a DataFormatError: which profile is right cannot be
+    known. Ids <= 0 are allowed here (the shared ml-100k copy has a default user 0),
+    but no rating line can use them.
+    """
     path = layout.users_path
     if path is None:
         return {}
     users: Dict[int, User] = {}
+    first_line: Dict[int, int] = {}
     separator = "|" if layout.name == LAYOUT_100K else "::"
     for number, text in _numbered_lines(path, "latin-1"):
         fields = text.split(separator)
         if len(fields) != 5:
             raise _catalogue_error(path, number, f"expected 5 fields, found {len(fields)}")
-        try:
-            if layout.name == LAYOUT_100K:
-                user = User(int(fields[0]), int(fields[1]), fields[2], fields[3], fields[4])
-            else:
-                occupation = int(fields[3])
-                name = OCCUPATIONS_1M[occupation] if 0 <= occupation < len(
-                    OCCUPATIONS_1M) else str(occupation)
-                user = User(int(fields[0]), int(fields[2]), fields[1], name, fields[4])
-        except ValueError:
-            raise _catalogue_error(path, number, f"non-numeric field in {text[:80]!r}") from None
-        users[user.user_id] = user
+        user_id = _catalogue_id(path, number, fields[0], "user id", positive=False)
+        if layout.name == LAYOUT_100K:
+            age, gender, occupation, zip_code = fields[1], fields[2], fields[3], fields[4]
+        else:
+            gender, age, occupation, zip_code = fields[1], fields[2], fields[3], fields[4]
+            code = _catalogue_id(path, number, occupation, "occupation code", positive=False)
+            occupation = OCCUPATIONS_1M[code] if 0 <= code < len(OCCUPATIONS_1M) else str(code)
+        age = _catalogue_id(path, number, age, "age", positive=False)
+        if user_id in users:
+            raise _catalogue_error(path, number, f"user id {user_id} appears twice "
+                                                 f"(first on line {first_line[user_id]})")
+        users[user_id] = User(user_id, age, gender, occupation, zip_code)
+        first_line[user_id] = number
     return users
 
 
@@ -354,36 +373,7 @@ def fingerprint(layout: Layout) -> str:
     digest = hashlib.sha256()
     for path in layout.files:
         digest.update(FileSystems.split(str(path))[1].encode())
-        with _open_file(path) as handle:
+        with files.open_file(path) as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
-
-
-def line_numbers_at(path, byte_offsets: Iterable[int]) -> Dict[int, int]:
-    """The 1-based number of the line that starts at each of ``byte_offsets`` of ``path``.
-
-    Beam reads files in byte ranges, so bad records are located by offset; error messages
-    turn the few offsets they quote into line numbers with this, in one pass over the
-    file up to the last offset (on an object store each pass is a download).
-    """
-    offsets = sorted(set(byte_offsets))
-    if not offsets:
-        return {}
-    numbers: Dict[int, int] = {}
-    newlines = position = 0
-    with _open_file(path) as handle:
-        for offset in offsets:
-            while position < offset:
-                block = handle.read(min(offset - position, 1 << 20))
-                if not block:
-                    break
-                newlines += block.count(b"\n")
-                position += len(block)
-            numbers[offset] = newlines + 1
-    return numbers
-
-
-def line_number_at(path, byte_offset: int) -> int:
-    """The 1-based number of the line that starts at ``byte_offset`` of ``path``."""
-    return line_numbers_at(path, [byte_offset])[byte_offset]

@@ -218,7 +218,7 @@ def run_example_gen(tmp_path_factory):
     ``max_bad_fraction``. Parameters are ``ExampleGenConfig`` fields, plus ``block_size``
     (bytes of the ratings file per block; default: the pipeline's).
     """
-    from components.example_gen import generate, transforms
+    from components.example_gen import generate, parsing
     from components.example_gen.config import ExampleGenConfig
     from data import movielens
 
@@ -229,7 +229,7 @@ def run_example_gen(tmp_path_factory):
         paths = generate.OutputPaths.under(str(out))
         # A small block_size spreads a small file over many blocks (and bundles).
         generate.generate(str(data_dir), ExampleGenConfig(**settings), paths,
-                          block_size=block_size or transforms.DEFAULT_BLOCK_SIZE,
+                          block_size=block_size or parsing.DEFAULT_BLOCK_SIZE,
                           finish=False)
         backup = out / "raw_statistics.backup.json"
         shutil.copyfile(os.path.join(paths.statistics, generate._RAW_STATISTICS), backup)

@@ -15,10 +15,15 @@ tutorial's example generation"), written the most direct way, one user at a time
   plus ``user_id`` and the label's ``timestamp``.
 
 Project conventions the reference follows as well (they are what the loader documents):
-a movie's year is the first ``(YYYY)`` of its title, else 0; ml-100k genres come from
-the flag columns named by ``u.genre``; the CSV layout's ``(no genres listed)`` means no
-genre; a rating line is unusable for the reasons named below, and a rating of a movie
-absent from the movie file is dropped as ``unknown_movie``.
+a movie's year is the last ``(YYYY)`` of its title (MovieLens puts the release year
+last), else 0; ml-100k genres come from the flag columns named by ``u.genre``; the CSV
+layout's ``(no genres listed)`` means no genre, and its columns are found by the header's
+names; a rating line is unusable for the reasons named below (ids and timestamps are
+ASCII digits with an optional minus sign; ids must be positive 64-bit integers,
+timestamps neither negative nor later than the run plus a day), a rating of a movie
+absent from the movie file is dropped as ``unknown_movie``, and when a user rated the
+same movie more than once only the latest rating (by timestamp, then line) is valid, the
+others are dropped as ``duplicate_rating``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import csv
 import dataclasses
 import os
 import re
+import time
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 # ml-100k's README order of the 19 genre flags (used when u.genre is absent).
@@ -46,7 +52,8 @@ OCCUPATIONS_1M = (
     "unemployed", "writer",
 )
 REASONS = ("wrong_field_count", "non_numeric", "rating_out_of_range", "undecodable",
-           "blank_line", "unknown_movie")
+           "blank_line", "invalid_id", "negative_timestamp", "future_timestamp",
+           "unknown_movie", "duplicate_rating")
 
 _FILES = {
     "100k": ("u.data", "u.item", "u.user", "\t"),
@@ -111,22 +118,25 @@ def layout_of(data_dir) -> str:
 
 
 def year_of(title: str) -> int:
-    match = re.search(r"\((\d\d\d\d)\)", title)
-    return int(match.group(1)) if match else 0
+    years = re.findall(r"\(([0-9][0-9][0-9][0-9])\)", title)
+    return int(years[-1]) if years else 0
 
 
 def _read_movies(data_dir: str, layout: str) -> Dict[int, Movie]:
     path = os.path.join(data_dir, _FILES[layout][1])
     movies = {}
     if layout == "csv":
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
             rows = list(csv.reader(handle))
+        names = [name.strip().lower() for name in rows[0]]
+        at = {name: names.index(name) for name in ("movieid", "title", "genres")}
         for row in rows[1:]:
             if not row:
                 continue
-            genres = () if row[2] == "(no genres listed)" else tuple(
-                g for g in row[2].split("|") if g)
-            movies[int(row[0])] = Movie(row[1], year_of(row[1]), genres)
+            movie_id, title, genre_field = (row[at[n]] for n in ("movieid", "title", "genres"))
+            genres = () if genre_field == "(no genres listed)" else tuple(
+                g for g in genre_field.split("|") if g)
+            movies[int(movie_id)] = Movie(title, year_of(title), genres)
         return movies
     with open(path, "rb") as handle:
         lines = handle.read().decode("latin-1").splitlines()
@@ -173,35 +183,53 @@ def _read_users(data_dir: str, layout: str) -> Tuple[Dict[int, User], bool]:
     return users, True
 
 
-def _classify(layout: str, raw: bytes, movies: Mapping[int, Movie]):
-    """A (user, movie, rating, timestamp) tuple, or the reason the line is unusable."""
+def _classify(layout: str, raw: bytes, movies: Mapping[int, Movie],
+              columns=(0, 1, 2, 3), max_timestamp: Optional[int] = None):
+    """A (user, movie, rating, timestamp) tuple, or the reason the line is unusable.
+
+    ``columns``: where the user, movie, rating and timestamp fields are."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return "undecodable"
-    text = text.rstrip("\r")
+    while text.endswith("\r"):
+        text = text[:-1]
     if text.strip() == "":
         return "blank_line"
     fields = text.split(_FILES[layout][3])
     if len(fields) != 4:
         return "wrong_field_count"
-    try:
-        user_id, movie_id, timestamp = int(fields[0]), int(fields[1]), int(fields[3])
-        rating = float(fields[2])
-    except ValueError:
+    user, movie, rating, stamp = (fields[i] for i in columns)
+    integer = re.compile(r"-?[0-9]+")
+    if not all(integer.fullmatch(f) for f in (user, movie, stamp)) or not re.fullmatch(
+            r"-?[0-9]+(\.[0-9]+)?", rating):
         return "non_numeric"
+    user_id, movie_id, timestamp, rating = int(user), int(movie), int(stamp), float(rating)
     if layout == "csv":
         allowed = {0.5 * k for k in range(1, 11)}
     else:
         allowed = {1.0, 2.0, 3.0, 4.0, 5.0}
     if rating not in allowed:
         return "rating_out_of_range"
+    if not (0 < user_id < 2 ** 63 and 0 < movie_id < 2 ** 63):
+        return "invalid_id"
+    if timestamp < 0:
+        return "negative_timestamp"
+    if timestamp > (time.time() + 86400 if max_timestamp is None else max_timestamp):
+        return "future_timestamp"
     if movie_id not in movies:
         return "unknown_movie"
     return user_id, movie_id, rating, timestamp
 
 
-def load(data_dir) -> Data:
+def _rating_columns(layout: str, header: bytes):
+    if layout != "csv":
+        return (0, 1, 2, 3)
+    names = [n.strip().lower() for n in header.decode("utf-8-sig").rstrip("\r").split(",")]
+    return tuple(names.index(n) for n in ("userid", "movieid", "rating", "timestamp"))
+
+
+def load(data_dir, max_timestamp: Optional[int] = None) -> Data:
     data_dir = os.fspath(data_dir)
     layout = layout_of(data_dir)
     movies = _read_movies(data_dir, layout)
@@ -212,17 +240,29 @@ def load(data_dir) -> Data:
     raw_lines = content.split(b"\n")
     if raw_lines and raw_lines[-1] == b"":
         raw_lines.pop()  # the final line break ends the last line
+    columns = _rating_columns(layout, raw_lines[0] if raw_lines else b"")
     ratings, bad, lines_read = [], [], 0
     for number, raw in enumerate(raw_lines, start=1):
-        if number == 1 and layout == "csv" and raw.startswith(b"userId,"):
-            continue
+        if number == 1 and layout == "csv":
+            continue  # the header
         lines_read += 1
-        parsed = _classify(layout, raw, movies)
+        parsed = _classify(layout, raw, movies, columns, max_timestamp)
         if isinstance(parsed, str):
             bad.append((number, parsed))
         else:
             ratings.append(Rating(number, *parsed))
-    return Data(layout, ratings_path, movies, users, has_user_file, ratings, bad, lines_read)
+    # Several ratings of one movie by one user: the latest (then the last line) is valid.
+    latest = {}
+    for rating in ratings:
+        key = (rating.user_id, rating.movie_id)
+        if key not in latest or (rating.timestamp, rating.line) > (
+                latest[key].timestamp, latest[key].line):
+            latest[key] = rating
+    valid = [r for r in ratings if latest[(r.user_id, r.movie_id)] is r]
+    bad.extend((r.line, "duplicate_rating") for r in ratings
+               if latest[(r.user_id, r.movie_id)] is not r)
+    bad.sort()
+    return Data(layout, ratings_path, movies, users, has_user_file, valid, bad, lines_read)
 
 
 def kept_ratings(data: Data, min_rating: Optional[float]) -> List[Rating]:

@@ -36,11 +36,14 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+OMIT = -1
 GOOD_ZIP = make_zip({"ml-100k/u.data": U_DATA, "ml-100k/README": b"readme\n"})
 
 
 class Server:
-    """Loopback HTTP server. routes: path -> (status, body, declared Content-Length or None)."""
+    """Loopback HTTP server. routes: path -> (status, body, declared Content-Length or None).
+    A declared length of OMIT sends no Content-Length (the body ends when the connection
+    closes)."""
 
     def __init__(self) -> None:
         self.routes: dict[str, tuple[int, bytes, int | None]] = {}
@@ -52,7 +55,9 @@ class Server:
                 outer.requests.append(self.path)
                 status, body, declared = outer.routes.get(self.path, (404, b"not found", None))
                 self.send_response(status)
-                self.send_header("Content-Length", str(len(body) if declared is None else declared))
+                if declared != OMIT:
+                    self.send_header("Content-Length",
+                                     str(len(body) if declared is None else declared))
                 self.end_headers()
                 self.wfile.write(body)  # shorter than declared => truncated; then the socket closes
 
@@ -128,19 +133,79 @@ def test_cached_dataset_needs_no_network(tmp_path, closed_port_url):
     assert again == first
 
 
-def test_unverified_folder_is_replaced(server, tmp_path):
+def test_folder_without_marker_is_never_replaced(server, tmp_path):
     cache = tmp_path / "cache"
-    stale = cache / "ml-100k"
-    stale.mkdir(parents=True)
-    (stale / "half-written.dat").write_bytes(b"x")  # e.g. left by a manual unzip, no marker
+    mine = cache / "ml-100k"
+    mine.mkdir(parents=True)
+    (mine / "u.data").write_bytes(b"my own edited ratings")  # e.g. a manual unzip, no marker
     server.routes["/z"] = (200, GOOD_ZIP, None)
 
-    path = fetch("ml-100k", cache, url=server.url("/z"), sha256=sha(GOOD_ZIP), progress=False)
+    with pytest.raises(DownloadError, match=r"refusing to replace .*nothing was changed"):
+        fetch("ml-100k", cache, url=server.url("/z"), sha256=sha(GOOD_ZIP), progress=False)
 
-    names = sorted(p.name for p in path.iterdir())
-    assert names == sorted(["README", "u.data", download.MARKER_NAME])
-    assert [p.name for p in cache.iterdir()] == ["ml-100k"]
-    assert server.requests == ["/z"]
+    assert (mine / "u.data").read_bytes() == b"my own edited ratings"
+    assert listing(cache) == ["ml-100k", "ml-100k/u.data"]
+    assert server.requests == []  # refused before downloading anything
+    (cache / "other").write_bytes(b"x")  # a file or a symlink in the way: the same
+    with pytest.raises(DownloadError, match="is a file"):
+        fetch("other", cache, url=server.url("/z"), sha256=sha(GOOD_ZIP), progress=False)
+    assert (cache / "other").read_bytes() == b"x"
+
+
+def test_folder_this_tool_made_or_empty_is_replaced(server, tmp_path):
+    cache = tmp_path / "cache"
+    old = cache / "ml-100k"
+    old.mkdir(parents=True)
+    (old / download.MARKER_NAME).write_text("0" * 64 + "\n")  # an older download
+    (old / "u.data").write_bytes(b"old")
+    (cache / "empty").mkdir()
+    server.routes["/z"] = (200, GOOD_ZIP, None)
+
+    for name in ("ml-100k", "empty"):
+        path = fetch(name, cache, url=server.url("/z"), sha256=sha(GOOD_ZIP), progress=False)
+        assert (path / "u.data").read_bytes() == U_DATA
+    assert sorted(p.name for p in cache.iterdir()) == ["empty", "ml-100k"]
+
+
+def test_response_without_length_is_capped_at_the_registry_size(server, tmp_path, monkeypatch):
+    body = GOOD_ZIP + b"\0" * 50_000  # a server streaming more than the archive
+    entry = DATASETS["ml-100k"]
+    monkeypatch.setitem(DATASETS, "ml-100k", download.Dataset(
+        entry.name, server.url("/registry.zip"), sha(GOOD_ZIP), entry.folder, len(GOOD_ZIP)))
+    server.routes["/registry.zip"] = (200, body, OMIT)
+    server.routes["/mirror.zip"] = (200, body, OMIT)
+    cache = tmp_path / "cache"
+    for url in (None, server.url("/mirror.zip")):  # a mirror of the same digest: same cap
+        with pytest.raises(DownloadError, match=f"larger than the {len(GOOD_ZIP):,} bytes"):
+            fetch("ml-100k", cache, url=url, progress=False)
+        assert listing(cache) == []
+    server.routes["/registry.zip"] = (200, GOOD_ZIP, OMIT)  # the right size: fine
+    assert (fetch("ml-100k", cache, progress=False) / "u.data").read_bytes() == U_DATA
+
+
+def test_response_longer_than_its_content_length_is_cut(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "MAX_ARCHIVE_BYTES", 10_000)
+    server.routes["/z"] = (200, b"x" * 20_000, OMIT)  # unknown archive, no length: the cap
+    with pytest.raises(DownloadError, match="larger than the 10,000 bytes"):
+        fetch("other", tmp_path, url=server.url("/z"), sha256="0" * 64, progress=False)
+    assert listing(tmp_path) == []
+
+
+def test_zip_bomb_is_refused(tmp_path, monkeypatch):
+    assert download.extraction_limit(285_000) < 201_000_000  # the issue's 285 KB -> 201 MB
+    monkeypatch.setattr(download, "MIN_EXTRACTION_LIMIT", 1 << 20)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("ml-100k/u.data", U_DATA)
+        archive.writestr("ml-100k/zeros", b"\0" * (3 << 20))
+    payload = buffer.getvalue()
+    assert len(payload) < 20_000  # 3 MiB of zeros deflate to a few KB
+    archive = tmp_path / "bomb.zip"
+    archive.write_bytes(payload)
+    cache = tmp_path / "cache"
+    with pytest.raises(DownloadError, match="zip bomb"):
+        fetch("ml-100k", cache, url=archive.as_uri(), sha256=sha(payload), progress=False)
+    assert listing(cache) == []
 
 
 def test_progress_reports_bytes_and_total(server, tmp_path, capsys, monkeypatch):

@@ -1,7 +1,7 @@
 """Tests for components/trainer: the input pipeline and the TFRS models.
 
 The examples are the example generator's own: synthetic MovieLens files
-(data/synthetic.py) run through ``executor.build_pipeline`` on an in-memory
+(data/synthetic.py) run through ``generate.generate`` on an in-memory
 ``beam.Pipeline()``. The synthetic data has planted structure (latent tastes, popularity,
 taste drift), so a trained model must beat random and popularity retrieval.
 """

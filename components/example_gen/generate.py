@@ -26,9 +26,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from components import contract
-from components.example_gen import transforms
+from components.example_gen import parsing, transforms
 from components.example_gen.config import ExampleGenConfig
-from data import movielens
+from data import movielens, rating_lines
 
 STATISTICS_FILE = contract.STATISTICS_FILE
 _RAW_STATISTICS = "raw_statistics.json"
@@ -71,14 +71,21 @@ def build_pipeline(
     layout: movielens.Layout,
     config: ExampleGenConfig,
     paths: OutputPaths,
-    block_size: int = transforms.DEFAULT_BLOCK_SIZE,
+    block_size: int = parsing.DEFAULT_BLOCK_SIZE,
+    max_timestamp: Optional[int] = None,
 ) -> None:
-    """Adds the whole example generation to ``pipeline`` (see the module docstring)."""
+    """Adds the whole example generation to ``pipeline`` (see the module docstring).
+
+    ``max_timestamp``: ratings later than this are dropped as ``future_timestamp``
+    (default: now plus a day, data/rating_lines.py), fixed here for every worker.
+    """
+    if max_timestamp is None:
+        max_timestamp = rating_lines.future_bound()
     blocks = pipeline | "ReadRatingBlocks" >> beam.io.Read(
-        transforms.RatingBlocksSource(str(layout.ratings_path), block_size))
-    parse = transforms.ParseBlocksFn(layout, config)
+        parsing.RatingBlocksSource(str(layout.ratings_path), block_size))
+    parse = parsing.ParseBlocksFn(layout, max_timestamp)
     parsed = blocks | "ParseRatings" >> beam.ParDo(parse).with_outputs(
-        parse.DROPPED, parse.STATS, parse.MOVIE_COUNTS, main="events")
+        parse.DROPPED, parse.STATS, main="events")
 
     cutoffs = None
     if config.split_strategy == transforms.SPLIT_TEMPORAL:
@@ -100,7 +107,8 @@ def build_pipeline(
     examples = (parsed.events
                 | "GroupByUser" >> beam.GroupByKey()
                 | "UserExamples" >> beam.ParDo(examples_fn, cutoffs=cutoffs).with_outputs(
-                    examples_fn.STATS, examples_fn.USER_COUNTS, *examples_fn.OUTPUTS))
+                    examples_fn.STATS, examples_fn.DROPPED, examples_fn.MOVIE_COUNTS,
+                    examples_fn.USER_COUNTS, *examples_fn.OUTPUTS))
     for kind, uri in ((transforms.SEQUENCE, paths.sequence_examples),
                       (transforms.RATING, paths.rating_examples)):
         for split in transforms.SPLITS:
@@ -109,7 +117,7 @@ def build_pipeline(
                     FileSystems.join(uri, f"Split-{split}", "data_tfrecord")))
 
     # Vocabularies: one line per movie / user, so only catalogue-sized lists meet here.
-    movie_lines = (parsed[parse.MOVIE_COUNTS]
+    movie_lines = (examples[examples_fn.MOVIE_COUNTS]
                    | "SumMovieCounts" >> beam.CombineGlobally(transforms.SumCountsFn())
                    | "MovieVocabulary" >> beam.Map(transforms.movie_vocabulary_text, layout))
     _write_text(movie_lines, FileSystems.join(paths.vocabulary, contract.MOVIES_FILE), "WriteMovies")
@@ -118,36 +126,37 @@ def build_pipeline(
                   | "UserVocabulary" >> beam.Map(transforms.user_vocabulary_text))
     _write_text(user_lines, FileSystems.join(paths.vocabulary, contract.USERS_FILE), "WriteUsers")
 
-    # Statistics: counts summed by name, plus a few samples of each kind of bad line.
+    # Statistics: counts summed by name, plus a few samples of each kind of dropped line.
     counts = ((parsed[parse.STATS], examples[examples_fn.STATS])
               | "FlattenCounts" >> beam.Flatten()
               | "SumCounts" >> beam.CombineGlobally(transforms.SumCountsFn()))
-    samples = (parsed[parse.DROPPED]
+    samples = ((parsed[parse.DROPPED], examples[examples_fn.DROPPED])
+               | "FlattenDropped" >> beam.Flatten()
                | "KeyByReason" >> beam.WithKeys(operator.attrgetter("reason"))
                | "SampleBadLines" >> beam.combiners.Sample.FixedSizePerKey(
                    transforms.BAD_LINE_SAMPLES)
                | "SampleValues" >> beam.FlatMap(operator.itemgetter(1))
                | "SampleList" >> beam.combiners.ToList())
     statistics = counts | "MergeStatistics" >> beam.Map(
-        transforms.merge_statistics, beam.pvalue.AsSingleton(samples))
+        transforms.merge_statistics, beam.pvalue.AsSingleton(samples), max_timestamp)
     _write_text(
         statistics, FileSystems.join(paths.statistics, _RAW_STATISTICS), "WriteStatistics")
 
 
-def finish_statistics(
-    layout: movielens.Layout, statistics_dir: str, max_bad_fraction: float,
-) -> Dict[str, Any]:
-    """Turns the pipeline's raw counts into statistics.json and enforces the bad-line limit.
+def write_statistics(layout: movielens.Layout, statistics_dir: str) -> Dict[str, Any]:
+    """Turns the pipeline's raw counts into statistics.json and returns them.
 
-    Raises DataFormatError for a ratings file without a single rating line, and
-    BadInputError when more than ``max_bad_fraction`` of the lines were unusable (the
-    message lists the count of each reason and sample lines as ``file:line``).
+    ``kept`` is the number of valid ratings after every policy, one rating example each;
+    ``ratings_below_min_rating`` of them stay out of the timelines (they are still
+    rating examples). Every rating line read is either kept or dropped with one reason,
+    so ``lines_read == kept + dropped_total``: a RuntimeError if not (a bug, not bad data).
     """
     raw_path = FileSystems.join(statistics_dir, _RAW_STATISTICS)
     with FileSystems.open(raw_path) as handle:
         raw = json.loads(handle.read())
     counts: Dict[str, int] = raw["counts"]
-    rating_lines = counts.get("lines_read", 0)  # a CSV header is not counted
+    lines_read = counts.get("lines_read", 0)  # a CSV header is not counted
+    kept = counts.get("kept", 0)
     dropped = {reason: counts.get(f"dropped_{reason}", 0) for reason in movielens.DROP_REASONS}
     line_numbers = movielens.line_numbers_at(
         layout.ratings_path, (sample["position"] for sample in raw["bad_line_samples"]))
@@ -156,16 +165,18 @@ def finish_statistics(
          "line": line_numbers[sample["position"]], "text": sample["text"]}
         for sample in raw["bad_line_samples"]]
     bad = sum(dropped.values())
+    below = counts.get("ratings_below_min_rating", 0)
     statistics = {
         "data_dir": str(layout.root),
         "layout": layout.name,
-        "lines_read": rating_lines,
-        "ratings_valid": counts.get("ratings_valid", 0),
-        "ratings_kept": counts.get("ratings_kept", 0),
-        "ratings_below_min_rating": counts.get("ratings_valid", 0) - counts.get("ratings_kept", 0),
+        "lines_read": lines_read,
+        "kept": kept,
         "dropped": dropped,
         "dropped_total": bad,
-        "bad_fraction": bad / rating_lines if rating_lines else 0.0,
+        "bad_fraction": bad / lines_read if lines_read else 0.0,
+        "ratings_below_min_rating": below,
+        "ratings_in_timelines": kept - below,
+        "max_timestamp": raw["max_timestamp"],
         "bad_line_samples": samples,
         "users": counts.get("users_with_kept_ratings", 0),
         "users_skipped_short": counts.get("users_skipped_short", 0),
@@ -177,16 +188,38 @@ def finish_statistics(
     _write_file(FileSystems.join(statistics_dir, STATISTICS_FILE),
                 json.dumps(statistics, indent=2))
     FileSystems.delete([raw_path])
+    if lines_read != kept + bad or sum(statistics["rating_examples"].values()) != kept:
+        raise RuntimeError(
+            f"example generation's statistics do not add up: lines_read={lines_read}, "
+            f"kept={kept}, dropped={bad}, rating examples={statistics['rating_examples']}")
+    return statistics
 
-    if rating_lines <= 0:
+
+def check_statistics(
+    layout: movielens.Layout, statistics: Dict[str, Any], max_bad_fraction: float,
+) -> None:
+    """Raises DataFormatError for a ratings file without a single rating line, and
+    BadInputError when more than ``max_bad_fraction`` of the lines were dropped (the
+    message's first line says how many and why; sample lines follow as ``file:line``)."""
+    if statistics["lines_read"] <= 0:
         raise movielens.DataFormatError(f"{layout.ratings_path}: no rating lines (empty file)")
     if statistics["bad_fraction"] > max_bad_fraction:
+        samples = statistics["bad_line_samples"]
         located = "\n".join(
             f"  {s['file']}:{s['line']}: {s['reason']}: {s['text']}" for s in samples)
-        reasons = ", ".join(f"{reason}={n}" for reason, n in dropped.items() if n)
+        reasons = ", ".join(f"{r}={n}" for r, n in statistics["dropped"].items() if n)
         raise BadInputError(
-            f"{bad} of {rating_lines} rating lines are unusable ({reasons}), more than "
-            f"max_bad_fraction={max_bad_fraction} allows. Examples:\n{located}")
+            f"{statistics['dropped_total']} of {statistics['lines_read']} rating lines are "
+            f"unusable ({reasons}), more than max_bad_fraction={max_bad_fraction} allows. "
+            f"Examples:\n{located}")
+
+
+def finish_statistics(
+    layout: movielens.Layout, statistics_dir: str, max_bad_fraction: float,
+) -> Dict[str, Any]:
+    """:func:`write_statistics`, then :func:`check_statistics`; returns the statistics."""
+    statistics = write_statistics(layout, statistics_dir)
+    check_statistics(layout, statistics, max_bad_fraction)
     return statistics
 
 
@@ -194,8 +227,9 @@ def summary_line(statistics: Dict[str, Any]) -> str:
     """One human-readable line of what example generation did."""
     dropped = ", ".join(f"{r}={n}" for r, n in statistics["dropped"].items() if n) or "none"
     seq, rat = statistics["sequence_examples"], statistics["rating_examples"]
-    return (f"read {statistics['lines_read']} rating lines, kept {statistics['ratings_kept']}"
-            f" (dropped: {dropped}; below min_rating: {statistics['ratings_below_min_rating']});"
+    return (f"read {statistics['lines_read']} rating lines, kept {statistics['kept']}"
+            f" (dropped: {dropped}); {statistics['ratings_below_min_rating']} of the kept are"
+            f" below min_rating (rating examples only);"
             f" {statistics['users']} users ({statistics['users_skipped_short']} too short);"
             f" sequence examples train={seq['train']} eval={seq['eval']};"
             f" rating examples train={rat['train']} eval={rat['eval']}")
@@ -217,13 +251,15 @@ def generate(
     config: ExampleGenConfig,
     paths: OutputPaths,
     make_pipeline: Callable[[], beam.Pipeline] = beam.Pipeline,
-    block_size: int = transforms.DEFAULT_BLOCK_SIZE,
+    block_size: int = parsing.DEFAULT_BLOCK_SIZE,
     finish: bool = True,
+    max_timestamp: Optional[int] = None,
 ) -> Optional[Dict[str, Any]]:
     """Reads the MovieLens directory ``data_dir`` and writes every output to ``paths``.
 
     ``make_pipeline()`` gives the ``beam.Pipeline`` to run on (default: Beam's default
-    runner). Returns the statistics (statistics.json), after enforcing
+    runner). ``max_timestamp``: later ratings are dropped as ``future_timestamp``
+    (default: now plus a day). Returns the statistics (statistics.json), after enforcing
     ``config.max_bad_fraction``; with ``finish=False`` the raw counts are left for
     :func:`finish_statistics` and None is returned.
 
@@ -239,7 +275,7 @@ def generate(
     if ratings_file.size_in_bytes == 0:
         raise movielens.DataFormatError(f"{layout.ratings_path}: empty ratings file")
     with make_pipeline() as pipeline:
-        build_pipeline(pipeline, layout, config, paths, block_size)
+        build_pipeline(pipeline, layout, config, paths, block_size, max_timestamp)
     write_feature_vocabularies(movies, config, paths.vocabulary)
     if not finish:
         return None

@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 from tfx.dsl.io import fileio
 
-from components import contract
+from components import contract, vocabulary_files
 from components.pusher import ann
 from components.pusher.publishing import load_npz, read_text
 
@@ -206,7 +206,7 @@ def read_movies(movies_tsv: str) -> List[Tuple[int, int, str]]:
     count, title) rows."""
     rows = []
     for line in read_text(movies_tsv).split("\n"):
-        fields = line.rstrip("\r").split("\t")
+        fields = vocabulary_files.decode_fields(line.rstrip("\r"))
         if len(fields) >= 3:
             rows.append((int(fields[0]), int(fields[1]), fields[2]))
     return rows

@@ -18,7 +18,7 @@ import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loa
 import numpy as np
 import tensorflow as tf
 
-from components import contract
+from components import contract, vocabulary_files
 
 @dataclasses.dataclass(frozen=True)
 class Vocabulary:
@@ -97,7 +97,7 @@ def load_vocabulary(vocabulary_dir: str) -> Vocabulary:
     movie_ids, counts, titles, years, genres = [], [], [], [], []
     path = os.path.join(vocabulary_dir, contract.MOVIES_FILE)
     for number, line in enumerate(_read_lines(path), start=1):
-        fields = line.split("\t")
+        fields = vocabulary_files.decode_fields(line)
         if len(fields) != 5:
             raise ValueError(f"{path}:{number}: expected 5 tab-separated fields, "
                              f"found {len(fields)}")
