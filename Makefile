@@ -13,7 +13,7 @@ RUN_ARGS ?=
 # Options for pytest, e.g. PYTEST_ARGS="-k example_gen".
 PYTEST_ARGS ?=
 
-.PHONY: run test venv lock clean
+.PHONY: run test test-fast venv lock clean
 
 # TFX 1.16 supports Python 3.9 and 3.10 only. Find a 3.10 interpreter: $(PYTHON310) if
 # given, a working python3.10 on PATH, or a pyenv-installed 3.10.x.
@@ -47,6 +47,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Unit tests only: no test marked e2e (whole pipeline runs, component runs end to end).
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 # Re-resolve the whole set from pyproject.toml's direct pins into requirements.lock.
 lock: | $(PY)

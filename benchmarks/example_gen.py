@@ -134,12 +134,6 @@ def run_beam(data_dir: str, out_dir: str, seed: int, beam_args: List[str]) -> Di
     return {"seconds": seconds, "examples": sum(counts.values()), "counts": counts}
 
 
-def dataclass_values(instance) -> List[str]:
-    import dataclasses  # pylint: disable=import-outside-toplevel
-
-    return [getattr(instance, f.name) for f in dataclasses.fields(instance)]
-
-
 def _shorten_paths(stats) -> None:
     """Like ``pstats.Stats.strip_dirs``, but keeps the path below site-packages or the
     repository, so the many ``__init__.py`` modules stay apart."""

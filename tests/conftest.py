@@ -304,3 +304,20 @@ def degraded_run(served_pipeline):
         runs.degraded_config = config
         runs.degraded = pipeline_runner.run(config)
     return runs
+
+
+# ---------------------------------------------------------------------------------------
+# Tiers: `make test-fast` runs `-m "not e2e"`. A test is e2e when it runs the whole
+# pipeline (LocalDagRunner, the Vertex emulator, a CLI run), directly or through one of
+# these shared fixtures; the rest are unit tests of functions and single Beam runs.
+E2E_FIXTURES = {"served_pipeline", "degraded_run", "two_runs", "short_context_run",
+                "good_run", "trained_export"}
+E2E_MODULES = {"test_pipeline", "test_retraining", "test_interruption",
+               "test_vertex_entrypoint", "test_console_output"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if (E2E_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or item.module.__name__ in E2E_MODULES):
+            item.add_marker(pytest.mark.e2e)

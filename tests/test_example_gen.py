@@ -619,6 +619,7 @@ def test_config_rejects_bad_parameters(bad, name):
         ExampleGenConfig.from_dict({key: str(value) for key, value in bad.items()})
 
 
+@pytest.mark.e2e
 def test_component_runs_in_local_dag_runner(synthetic_data, tmp_path):
     from tfx import v1 as tfx
     from tfx.orchestration import metadata
