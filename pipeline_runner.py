@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.filterwarnings("ignore", category=FutureWarning, module="google.api_core")
 from components import contract, validation
 from data import download, movielens
-from pipeline import configs, local_lock, options
+from pipeline import check_data, configs, local_lock, options, output_dirs
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the pipeline's output root (default: %(default)s)")
     recommend.add_argument("--serving-root", default=None,
                            help="the pushed models (default: <output-root>/serving)")
+    check_data.add_parser(commands)
     return parser
 
 
@@ -210,6 +211,8 @@ def settings_from_args(args: argparse.Namespace):
 def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
     """Resolves the data (download if asked) and builds the one PipelineConfig."""
     example_gen, training, evaluation, serving = settings_from_args(args)  # fail first
+    if not _is_remote(args.output_root):  # a file, unwritable, /proc: one clear line
+        output_dirs.ensure_writable_dir(args.output_root, "--output-root")
     if _is_remote(args.data_dir) and args.command == "compile":
         # A bucket path for Kubeflow / Vertex runs: not necessarily readable here; the
         # pipeline's cache is then keyed on the path, not on the content.
@@ -254,6 +257,8 @@ def run(config: configs.PipelineConfig) -> List[dict]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "check-data":
+        return check_data.main(args)
     if args.command == "recommend":
         from pipeline import recommend  # pylint: disable=import-outside-toplevel
 

@@ -91,6 +91,18 @@ def model_dir(serving_root: str, model_name: str, variant: str = SCANN) -> str:
     return latest
 
 
+def check_k(k: int, max_k: Optional[int] = None, model_name: str = "") -> None:
+    """RecommendError unless 1 <= k (<= max_k, the largest k the pushed model serves).
+
+    Checked before any answer, the popularity fallback's included: the served model
+    would silently clip k, and a slice would turn -1 into "all but one".
+    """
+    if k < 1 or (max_k is not None and k > int(max_k)):
+        limits = "at least 1" if max_k is None else (
+            f"between 1 and {int(max_k)} (the most the pushed {model_name} model serves)")
+        raise RecommendError(f"-k must be {limits}, not {k}")
+
+
 def load_model(path: str, variant: str):
     if variant == SCANN:
         import scann  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
@@ -132,8 +144,10 @@ def recommend(serving_root: str, k: int = 10, user: Optional[int] = None,
         raise RecommendError("give either --user or --history")
     if fallback not in FALLBACKS:
         raise RecommendError(f"--fallback must be one of {FALLBACKS}")
+    check_k(k)  # before looking for a model: a usage error whatever is pushed
     model_name = model_name or (contract.RETRIEVAL if user is not None else contract.SEQUENTIAL)
     path = model_dir(serving_root, model_name, variant)
+    check_k(k, serving.read_serving_info(path).get("max_k"), model_name)
     catalogue = Catalogue.load(path)
     notes: List[str] = []
     if user is not None:

@@ -79,3 +79,24 @@ def test_no_pushed_model_is_a_clear_error(tmp_path, capsys):
     code = pipeline_runner.main(["recommend", "--output-root", str(tmp_path), "--user", "1"])
     assert code == 2
     assert "no pushed 'retrieval' model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, limits", [
+    (["--user", "42", "-k", "0"], "at least 1, not 0"),
+    (["--user", "42", "-k", "-1"], "at least 1, not -1"),
+    (["--user", "999999", "--fallback", "popular", "-k", "-1"], "at least 1, not -1"),
+    (["--user", "42", "-k", "100000"], "between 1 and 100 (the most the pushed retrieval"),
+    (["--history", "1,50", "-k", "101"], "between 1 and 100 (the most the pushed sequential"),
+])
+def test_k_outside_1_to_max_k_is_a_usage_error(served_pipeline, capsys, args, limits):
+    code, out, err = _recommend(served_pipeline, capsys, *args)
+    assert code == 2 and out == ""
+    assert err.strip().startswith("error: -k must be") and limits in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_k_below_1_is_refused_before_looking_for_a_model(tmp_path, capsys):
+    code = pipeline_runner.main(["recommend", "--output-root", str(tmp_path), "--user", "1",
+                                 "-k", "0"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == "error: -k must be at least 1, not 0"

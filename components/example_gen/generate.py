@@ -210,8 +210,8 @@ def check_statistics(
         reasons = ", ".join(f"{r}={n}" for r, n in statistics["dropped"].items() if n)
         raise BadInputError(
             f"{statistics['dropped_total']} of {statistics['lines_read']} rating lines are "
-            f"unusable ({reasons}), more than max_bad_fraction={max_bad_fraction} allows. "
-            f"Examples:\n{located}")
+            f"unusable ({reasons}), more than max_bad_fraction={max_bad_fraction} allows."
+            f"\nExamples:\n{located}")
 
 
 def finish_statistics(
