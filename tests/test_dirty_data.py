@@ -164,7 +164,9 @@ def test_every_rating_line_class_is_kept_or_dropped_with_its_reason(
     assert all(s["file"] == path for s in stats["bad_line_samples"])
     assert located <= {(n, reason) for n, (_, reason) in zip(numbers, cases) if reason}
     assert {reason for _, reason in located} == set(expected)
-    assert f"{path}:{numbers[10]}: invalid_id" in stdout
+    # (Up to five samples of each reason are kept, drawn at random: any of its lines.)
+    assert any(f"{path}:{n}: invalid_id" in stdout
+               for n, (_, reason) in zip(numbers, cases) if reason == "invalid_id")
     assert stdout.strip().splitlines()[-2] == "PASSED"
 
     written = _rating_examples(out)
@@ -191,9 +193,9 @@ def test_every_rating_line_class_is_kept_or_dropped_with_its_reason(
 def _assert_vocabulary_titles(vocabulary: pathlib.Path, expected):
     """The Trainer's and the Pusher's readers get every title back exactly."""
     from components.pusher import serving
-    from components.trainer import features
+    from components.trainer import vocabulary as vocab_lib
 
-    loaded = features.load_vocabulary(str(vocabulary))
+    loaded = vocab_lib.load_vocabulary(str(vocabulary))
     by_id = dict(zip(loaded.movie_ids.tolist(), loaded.movie_titles))
     years = dict(zip(loaded.movie_ids.tolist(), loaded.movie_years.tolist()))
     served = serving.load_titles(str(vocabulary / "movies.tsv"))
