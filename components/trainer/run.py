@@ -38,6 +38,7 @@ from absl import logging
 from components.trainer import export as export_lib
 from components.trainer import features as F
 from components.trainer import models
+from components.trainer import progress
 from components.trainer.component import VOCABULARY_DIR_CONFIG
 
 METRICS_FILE = "metrics.json"
@@ -129,7 +130,7 @@ def run_fn(fn_args) -> None:
         model.fit(train_data, epochs=1 if train_steps is not None else hparams.epochs,
                   verbose=0, callbacks=[
                       keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
-                      _EpochLogger(hparams.model, hparams.epochs)])
+                      progress.EpochProgress(hparams.model)])
     metrics = evaluate(model, hparams, vocabulary, fn_args.train_files, fn_args.eval_files)
     metrics["train_seconds"] = round(time.time() - started, 1)
     metrics["hparams"] = hparams.to_dict()
