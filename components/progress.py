@@ -51,7 +51,8 @@ def report_epoch(model: str, epoch: int, epochs: int, seconds: float,
     """Logs one finished epoch (all its metrics in the text, the chosen ones on screen)."""
     progress = Epoch(model, epoch, epochs, seconds,
                      {key: float(value) for key, value in metrics.items()})
-    everything = ", ".join(f"{key}={value:.4f}" for key, value in sorted(progress.metrics.items()))
+    everything = ", ".join(f"{key}={value:.4f}"
+                           for key, value in sorted(progress.metrics.items()))
     _logger.info("%s (%s)", progress.text(), everything,
                  extra={RECORD_ATTRIBUTE: progress})
     return progress

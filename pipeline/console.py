@@ -253,7 +253,8 @@ class Session:
         by the component that was running: one line here, the traceback in the log."""
         if details:
             # into the log (or onto the terminal with --verbose)
-            traceback.print_exception(type(error), error, getattr(error, "__traceback__", None))
+            traceback.print_exception(type(error), error,
+                                      getattr(error, "__traceback__", None))
         text = str(error).strip() or type(error).__name__
         if details:
             failed = self.progress.current if self.progress else None
