@@ -13,6 +13,8 @@ all cores, with caching on, everything under ``--output-root``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -28,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.filterwarnings("ignore", category=FutureWarning, module="google.api_core")
 from components import contract, validation
 from data import download, movielens
-from pipeline import check_data, configs, local_lock, options, output_dirs
+from pipeline import check_data, configs, console, local_lock, options, output_dirs
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -99,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "and Beam's DirectRunner (multi-processing, all cores), caching on.")
     _add_data_options(run)
     _add_pipeline_options(run)
+    run.add_argument("--verbose", action="store_true",
+                     help="show all logging, warnings and TensorFlow / Beam output here, as "
+                          "they come, instead of in the run's log file "
+                          f"(<output-root>/{console.LOG_DIR}/run-<time>.log)")
 
     compile_ = commands.add_parser(
         "compile", help="compile the pipeline for Kubeflow Pipelines v2 or Vertex AI",
@@ -241,17 +247,25 @@ def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
     return configs.PipelineConfig(**fields)
 
 
-def run(config: configs.PipelineConfig) -> List[dict]:
-    """Runs the pipeline with LocalDagRunner; returns what each component did."""
+def run(config: configs.PipelineConfig,
+        session: Optional[console.Session] = None) -> List[dict]:
+    """Runs the pipeline with LocalDagRunner; returns what each component did.
+    ``session``: shows the components and epochs as they run (pipeline/console.py)."""
     from tfx import v1 as tfx  # pylint: disable=import-outside-toplevel
 
     from pipeline import pipeline as pipeline_module, report  # pylint: disable=import-outside-toplevel
 
     started = time.time()
-    with local_lock.exclusive_run(config.output_root):
-        tfx.orchestration.LocalDagRunner().run(pipeline_module.create_pipeline(config))
+    pipeline = pipeline_module.create_pipeline(config)
+    with local_lock.exclusive_run(config.output_root), \
+            (session.watch(pipeline) if session else contextlib.nullcontext()):
+        tfx.orchestration.LocalDagRunner().run(pipeline)
         executions = report.latest_run(config)
-    report.print_summary(config, executions, time.time() - started)
+    seconds = time.time() - started
+    report.print_summary(config, executions, seconds)  # a quiet session's: into the log
+    if session and session.quiet:  # and the short one on its console
+        report.print_summary(config, executions, seconds, stream=session.console.out,
+                             outputs=False)
     return executions
 
 
@@ -278,17 +292,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.command == "run":
-        print("Pipeline configuration:\n" + json.dumps(
-            {k: v for k, v in vars(args).items() if k != "command"}, indent=2, default=str),
-            file=sys.stderr)
-        try:
-            run(config)
-        except local_lock.OutputRootBusy as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 3
-        except validation.DataValidationError as error:  # anomalies: no Trainer ran
-            print(f"error: {error}", file=sys.stderr)
-            return 1
+        with console.session(config.output_root, verbose=args.verbose) as session:
+            print("Pipeline configuration:\n" + json.dumps(  # into the run's log
+                dataclasses.asdict(config), indent=2, default=str), file=sys.stderr)
+            try:
+                run(config, session)
+            except local_lock.OutputRootBusy as error:
+                session.error(error)
+                return 3
+            except validation.DataValidationError as error:  # anomalies: no Trainer ran
+                session.error(error)
+                return 1
+            except Exception as error:  # pylint: disable=broad-except  (a component failed)
+                session.error(error, details=True)
+                return 1
     elif args.command == "compile":
         from pipeline import kubeflow  # pylint: disable=import-outside-toplevel
 

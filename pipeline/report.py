@@ -122,27 +122,45 @@ def push_summary(pushed_model_uri: str) -> str:
     return f"pushed version {push['version']}{again} -> {where}"
 
 
+def _details(execution: Dict) -> List[str]:
+    """What a component's outputs say: eval metrics, verdict, push, data figures."""
+    outputs, details = execution["outputs"], []
+    for uri in outputs.get("model_run", []):
+        metrics = _read_json(os.path.join(uri, contract.METRICS_FILE))
+        if metrics is not None:
+            details.append(f"eval: {model_summary(metrics)}")
+    details += [blessing_summary(uri) for uri in outputs.get("blessing", [])]
+    details += [push_summary(uri) for uri in outputs.get("pushed_model", [])]
+    for uri in outputs.get(contract.STATISTICS, []):
+        statistics = _read_json(os.path.join(uri, contract.STATISTICS_FILE))
+        if statistics is not None:
+            details.append(generate.summary_line(statistics))
+    return details
+
+
 def print_summary(config: PipelineConfig, executions: List[Dict], seconds: float,
-                  stream=None) -> None:
-    """Where everything is, what ran and what came from the cache, and the data figures."""
+                  stream=None, outputs: bool = True) -> None:
+    """Where everything is, what ran and what came from the cache, and the data figures.
+
+    outputs: every component and its output URIs; otherwise (the console of a quiet run,
+      whose component lines said what ran) only the components with figures to show.
+    """
     stream = stream or sys.stdout
     print(f"\nPipeline '{config.pipeline_name}' finished in {seconds:.0f} s", file=stream)
     print(f"  artifacts: {config.pipeline_root}", file=stream)
     print(f"  metadata:  {config.metadata_path}", file=stream)
     for execution in executions:
+        details = _details(execution)
+        if not outputs:
+            if details:
+                print(f"  {execution['node']:<24} {execution['state']:<6} {details[0]}",
+                      file=stream)
+                for detail in details[1:]:
+                    print(f"  {'':<31} {detail}", file=stream)
+            continue
         print(f"  {execution['node']:<24} {execution['state']}", file=stream)
         for key, uris in sorted(execution["outputs"].items()):
             for uri in uris:
                 print(f"      {key}: {uri}", file=stream)
-        for uri in execution["outputs"].get("model_run", []):
-            metrics = _read_json(os.path.join(uri, contract.METRICS_FILE))
-            if metrics is not None:
-                print(f"      eval: {model_summary(metrics)}", file=stream)
-        for uri in execution["outputs"].get("blessing", []):
-            print(f"      {blessing_summary(uri)}", file=stream)
-        for uri in execution["outputs"].get("pushed_model", []):
-            print(f"      {push_summary(uri)}", file=stream)
-        for uri in execution["outputs"].get(contract.STATISTICS, []):
-            statistics = _read_json(os.path.join(uri, contract.STATISTICS_FILE))
-            if statistics is not None:
-                print(f"      {generate.summary_line(statistics)}", file=stream)
+        for detail in details:
+            print(f"      {detail}", file=stream)

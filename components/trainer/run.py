@@ -40,6 +40,7 @@ from components import contract
 from components.evaluator.slices import SliceSpec
 from components.trainer import evaluation, inputs, models
 from components.trainer import export as export_lib
+from components.trainer import progress
 from components.trainer.component import (SLICES_CONFIG, TRAIN_STEPS_CONFIG,
                                           VOCABULARY_DIR_CONFIG)
 from components.trainer.hparams import HParams
@@ -47,19 +48,6 @@ from components.trainer.vocabulary import Vocabulary, load_vocabulary
 
 # The vocabulary files a served model carries beside its SavedModel.
 _COPIED_VOCABULARY = (contract.MOVIES_FILE, contract.USERS_FILE, contract.SEQUENCE_SHAPE_FILE)
-
-
-class _EpochLogger(keras.callbacks.Callback):
-    """One log line per epoch: the pipeline's progress output during training."""
-
-    def __init__(self, model_name: str, epochs: int):
-        super().__init__()
-        self._name, self._epochs, self._started = model_name, epochs, time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
-        logging.info("%s: epoch %d/%d (%.0f s) %s", self._name, epoch + 1, self._epochs,
-                     time.time() - self._started, shown)
 
 
 def evaluate(model, hparams: HParams, vocabulary: Vocabulary,
@@ -131,7 +119,7 @@ def run_fn(fn_args) -> None:
         model.fit(train_data, epochs=1 if train_steps is not None else hparams.epochs,
                   verbose=0, callbacks=[
                       keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
-                      _EpochLogger(hparams.model, hparams.epochs)])
+                      progress.EpochProgress(hparams.model)])
     metrics = evaluate(model, hparams, vocabulary, fn_args.train_files, fn_args.eval_files)
     metrics["train_seconds"] = round(time.time() - started, 1)
     metrics["hparams"] = hparams.to_dict()
