@@ -294,7 +294,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except local_lock.OutputRootBusy as error:
             print(f"error: {error}", file=sys.stderr)
             return 3
-        except validation.DataValidationError as error:  # anomalies: no Trainer ran
+        except (validation.DataValidationError,  # anomalies: no Trainer ran
+                movielens.DataFormatError) as error:  # data the example generator refused
             print(f"error: {error}", file=sys.stderr)
             return 1
     elif args.command == "compile":
