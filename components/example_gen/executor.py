@@ -250,7 +250,9 @@ def summary_line(statistics: Dict[str, Any]) -> str:
     """One human-readable line of what example generation did."""
     dropped = ", ".join(f"{r}={n}" for r, n in statistics["dropped"].items() if n) or "none"
     seq, rat = statistics["sequence_examples"], statistics["rating_examples"]
-    return (f"read {statistics['lines_read']} rating lines, kept {statistics['kept']}"
+    # A statistics.json from before 'kept' (a cached artifact) called it 'ratings_valid'.
+    kept = statistics.get("kept", statistics.get("ratings_valid"))
+    return (f"read {statistics['lines_read']} rating lines, kept {kept}"
             f" (dropped: {dropped}); {statistics['ratings_below_min_rating']} of the kept are"
             f" below min_rating (rating examples only);"
             f" {statistics['users']} users ({statistics['users_skipped_short']} too short);"
