@@ -281,6 +281,16 @@ def test_a_user_twice_in_the_user_file_is_an_error_naming_both_lines(small, caps
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
+def test_a_directory_named_like_a_data_file_is_named(small, capsys, fmt):
+    data = small(fmt)
+    (data / MOVIES[fmt]).unlink()
+    (data / MOVIES[fmt]).mkdir()
+    code, _, _, err = check(capsys, data)
+    assert code == 1
+    assert error_line(err) == f"error: {data / MOVIES[fmt]} is a directory, not a MovieLens file"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_bad_catalogue_ids_are_errors_with_file_and_line(small, capsys, fmt):
     data = small(fmt)
     add_movies(fmt, data, {0: "Padding (1990)"})
