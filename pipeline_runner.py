@@ -300,7 +300,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             except local_lock.OutputRootBusy as error:
                 session.error(error)
                 return 3
-            except validation.DataValidationError as error:  # anomalies: no Trainer ran
+            except (validation.DataValidationError,  # anomalies: no Trainer ran
+                    movielens.DataFormatError) as error:  # data the example generator refused
                 session.error(error)
                 return 1
             except Exception as error:  # pylint: disable=broad-except  (a component failed)

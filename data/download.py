@@ -200,7 +200,11 @@ def fetch(
     except OSError as exc:
         raise DownloadError(f"cannot create cache directory {cache}: {exc}") from exc
 
-    zip_fd, zip_tmp = tempfile.mkstemp(dir=cache, prefix=f".{spec.name}.", suffix=".zip.part")
+    try:
+        zip_fd, zip_tmp = tempfile.mkstemp(dir=cache, prefix=f".{spec.name}.",
+                                           suffix=".zip.part")
+    except OSError as exc:
+        raise DownloadError(f"cannot write into the cache directory {cache}: {exc}") from exc
     extract_tmp: Optional[Path] = None
     try:
         with os.fdopen(zip_fd, "wb") as out:

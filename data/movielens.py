@@ -136,6 +136,12 @@ def detect_layout(data_dir) -> Layout:
     root = files.data_path(data_dir)
     if not is_directory(root):
         raise DataFormatError(f"MovieLens directory not found: {root}")
+    if not is_url(root):  # a directory named like a data file: say so, not "not found"
+        for entry in _LAYOUT_FILES:
+            for name in filter(None, entry[1:]):
+                if files.join(root, name).is_dir():
+                    raise DataFormatError(
+                        f"{files.join(root, name)} is a directory, not a MovieLens file")
     found = [entry for entry in _LAYOUT_FILES if files.is_file(files.join(root, entry[1]))]
     if len(found) > 1:
         names = " and ".join(f"{ratings} ({name} layout)" for name, ratings, _, _ in found)

@@ -187,11 +187,15 @@ def _check(args, config: configs.ExampleGenConfig):
             if args.verbose:
                 traceback.print_exc()
             statistics = getattr(failure, "statistics", None)
-            message = _first_line(failure)
-            if isinstance(failure, generate.BadInputError):
-                first = min(statistics["bad_line_samples"], key=lambda s: s["line"])
-                message += f" First: {first['file']}:{first['line']}: {first['reason']}"
-            return FAILED, statistics, message
+            if not isinstance(failure, generate.BadInputError):
+                return FAILED, statistics, _first_line(failure)
+            first = min(statistics["bad_line_samples"], key=lambda s: s["line"])  # sampled
+            reasons = ", ".join(f"{r}={n}" for r, n in statistics["dropped"].items() if n)
+            return FAILED, statistics, (
+                f"{statistics['dropped_total']} of {statistics['lines_read']} rating lines "
+                f"were dropped ({reasons}), more than --max-bad-fraction "
+                f"{config.max_bad_fraction:g} allows; for example {first['file']}:"
+                f"{first['line']}: {first['reason']}")
         except Exception as failure:  # pylint: disable=broad-except
             if args.verbose:
                 traceback.print_exc()

@@ -145,6 +145,9 @@ def recommend(serving_root: str, k: int = 10, user: Optional[int] = None,
     if fallback not in FALLBACKS:
         raise RecommendError(f"--fallback must be one of {FALLBACKS}")
     check_k(k)  # before looking for a model: a usage error whatever is pushed
+    for name, value in (("--user", user), ("--timestamp", timestamp)):
+        if value is not None and not -(1 << 63) <= int(value) < (1 << 63):
+            raise RecommendError(f"{name} {value} is beyond a 64-bit integer")
     model_name = model_name or (contract.RETRIEVAL if user is not None else contract.SEQUENTIAL)
     path = model_dir(serving_root, model_name, variant)
     check_k(k, serving.read_serving_info(path).get("max_k"), model_name)

@@ -221,7 +221,7 @@ def test_too_many_dropped_lines_fail_with_file_and_line(small, capsys):
     code, stats, stdout, err = check(capsys, data)
     assert code == 1
     line = error_line(err)
-    assert f"ratings.dat:{number}: invalid_id" in line and "max_bad_fraction" in line
+    assert f"ratings.dat:{number}: invalid_id" in line and "--max-bad-fraction 0 " in line
     assert stats["passed"] is False and stats["dropped"]["invalid_id"] == 1
     assert stats["lines_read"] == stats["kept"] + 1
     assert stdout.strip().splitlines()[-2] == "FAILED"
@@ -280,6 +280,16 @@ def test_a_user_twice_in_the_user_file_is_an_error_naming_both_lines(small, caps
     assert code == 1
     line = error_line(err)
     assert f"{USERS[fmt]}:{len(lines) + 1}: user id 3 appears twice (first on line 3)" in line
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_directory_named_like_a_data_file_is_named(small, capsys, fmt):
+    data = small(fmt)
+    (data / MOVIES[fmt]).unlink()
+    (data / MOVIES[fmt]).mkdir()
+    code, _, _, err = check(capsys, data)
+    assert code == 1
+    assert error_line(err) == f"error: {data / MOVIES[fmt]} is a directory, not a MovieLens file"
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -351,3 +361,22 @@ def test_vocabulary_fields_round_trip():
     assert "\n" not in line and "\r" not in line and len(line.splitlines()) == 1
     assert line.count("\t") == 4
     assert vocabulary_files.decode_fields(line) == fields
+
+
+@pytest.mark.parametrize("fault", ["dropped_line", "user_twice"])
+def test_run_refuses_bad_data_in_one_line(small, capsys, tmp_path, fault):
+    """The pipeline itself (not only check-data): the example generator's refusal is one
+    line naming the file and line, exit status 1."""
+    data = small("1m")
+    if fault == "dropped_line":
+        [number] = append_lines(data / "ratings.dat", [rating("1m", 0, 1, 4, T)])
+        expected = f"ratings.dat:{number}: invalid_id"
+    else:
+        lines = (data / "users.dat").read_text("latin-1").splitlines()
+        (data / "users.dat").write_text("\n".join(lines + [lines[0]]) + "\n", "latin-1")
+        expected = f"users.dat:{len(lines) + 1}: user id 1 appears twice"
+    code = pipeline_runner.main([
+        "run", "--data-dir", str(data), "--output-root", str(tmp_path / "out"),
+        "--epochs", "1", "--beam-arg=--direct_running_mode=in_memory"])
+    assert code == 1
+    assert expected in error_line(capsys.readouterr().err)

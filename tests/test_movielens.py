@@ -288,6 +288,7 @@ def test_reference_classifies_like_the_loader():
     ("2001: A Space Odyssey (1968)", 1968),
     ("Title (95)", 0),
     ("Title (12345)", 0),
+    ("Title (\uff11\uff19\uff19\uff15)", 0),  # full-width digits are no year
     ("Title 1995", 0),
     ("Ulysses (Ulisse) (1954)", 1954),
     ("", 0),

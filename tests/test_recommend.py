@@ -100,3 +100,13 @@ def test_k_below_1_is_refused_before_looking_for_a_model(tmp_path, capsys):
                                  "-k", "0"])
     assert code == 2
     assert capsys.readouterr().err.strip() == "error: -k must be at least 1, not 0"
+
+
+def test_ids_beyond_int64_are_refused_before_looking_for_a_model(tmp_path, capsys):
+    for option in ("--user", "--timestamp"):
+        args = ["--user", "1"] if option == "--timestamp" else []
+        code = pipeline_runner.main(["recommend", "--output-root", str(tmp_path), *args,
+                                     option, str(2 ** 63)])
+        assert code == 2
+        assert capsys.readouterr().err.strip() == (
+            f"error: {option} {2 ** 63} is beyond a 64-bit integer")

@@ -34,7 +34,7 @@ STATISTICS_FILE = contract.STATISTICS_FILE
 _RAW_STATISTICS = "raw_statistics.json"
 
 
-class BadInputError(ValueError):
+class BadInputError(movielens.DataFormatError):
     """More rating lines were unusable than ``max_bad_fraction`` allows."""
 
 
@@ -199,19 +199,19 @@ def check_statistics(
     layout: movielens.Layout, statistics: Dict[str, Any], max_bad_fraction: float,
 ) -> None:
     """Raises DataFormatError for a ratings file without a single rating line, and
-    BadInputError when more than ``max_bad_fraction`` of the lines were dropped (the
-    message's first line says how many and why; sample lines follow as ``file:line``)."""
+    BadInputError when more than ``max_bad_fraction`` of the lines were dropped (one
+    line: how many, why, and sample lines as ``file:line``)."""
     if statistics["lines_read"] <= 0:
         raise movielens.DataFormatError(f"{layout.ratings_path}: no rating lines (empty file)")
     if statistics["bad_fraction"] > max_bad_fraction:
-        samples = statistics["bad_line_samples"]
-        located = "\n".join(
-            f"  {s['file']}:{s['line']}: {s['reason']}: {s['text']}" for s in samples)
+        samples = sorted(statistics["bad_line_samples"], key=lambda s: s["line"])
+        located = "; ".join(
+            f"{s['file']}:{s['line']}: {s['reason']}: {s['text']!r}" for s in samples)
         reasons = ", ".join(f"{r}={n}" for r, n in statistics["dropped"].items() if n)
         raise BadInputError(
             f"{statistics['dropped_total']} of {statistics['lines_read']} rating lines are "
-            f"unusable ({reasons}), more than max_bad_fraction={max_bad_fraction} allows."
-            f"\nExamples:\n{located}")
+            f"unusable ({reasons}), more than max_bad_fraction={max_bad_fraction} allows "
+            f"(for example {located})")
 
 
 def finish_statistics(
@@ -227,7 +227,9 @@ def summary_line(statistics: Dict[str, Any]) -> str:
     """One human-readable line of what example generation did."""
     dropped = ", ".join(f"{r}={n}" for r, n in statistics["dropped"].items() if n) or "none"
     seq, rat = statistics["sequence_examples"], statistics["rating_examples"]
-    return (f"read {statistics['lines_read']} rating lines, kept {statistics['kept']}"
+    # A statistics.json from before 'kept' (a cached artifact) called it 'ratings_valid'.
+    kept = statistics.get("kept", statistics.get("ratings_valid"))
+    return (f"read {statistics['lines_read']} rating lines, kept {kept}"
             f" (dropped: {dropped}); {statistics['ratings_below_min_rating']} of the kept are"
             f" below min_rating (rating examples only);"
             f" {statistics['users']} users ({statistics['users_skipped_short']} too short);"
