@@ -1,13 +1,13 @@
 """What a local run shows a person, and the log file that takes everything else.
 
 ``pipeline_runner.py run`` shows one line per component as it starts and ends, each
-Trainer's epochs (a progress bar on a terminal, one line per epoch otherwise) and the run
-summary. Everything else -- absl / TFX / Beam logging, Python warnings, TensorFlow's C++
-messages, Beam worker processes' output, ``Exception ignored in ...`` tracebacks -- goes
-to ``<output-root>/logs/run-<timestamp>.log``, whose path is printed first and last
-(later ``Exception ignored in ...`` reports, from finalizers run as the interpreter
-exits, go there too).
-``--verbose`` leaves the terminal as it was (everything on it, no log file).
+Trainer's epochs (a progress bar on a terminal; otherwise a line per epoch, thinned out
+beyond five epochs, see :func:`shows_epoch`) and the run summary. Everything else --
+absl / TFX / Beam logging, Python warnings, TensorFlow's C++ messages, Beam worker
+processes' output, ``Exception ignored in ...`` tracebacks, also those of finalizers run
+as the interpreter exits -- goes to ``<output-root>/logs/run-<timestamp>.log``, whose path
+is printed first and last. ``--verbose`` leaves the terminal as it was (everything on it,
+no log file).
 
 How (see :func:`session`): the real stdout and stderr file descriptors are duplicated
 into private handles (the console), then the log file is ``dup2``-ed onto fds 1 and 2.
@@ -48,6 +48,8 @@ from components import progress as progress_lib
 
 LOG_DIR = "logs"
 BAR_WIDTH = 20
+EPOCH_LINES = 5  # off a terminal, at most this many epoch lines per Trainer (see
+EPOCH_LINE_SECONDS = 60.0  # shows_epoch), plus one per minute of slow epochs
 _CLEAR = "\r\x1b[K"  # back to the line's start, erase it
 
 
@@ -138,6 +140,16 @@ class Console:
         stream.flush()
 
 
+def shows_epoch(epoch: int, epochs: int, seconds_since_shown: float) -> bool:
+    """Off a terminal, whether epoch ``epoch`` of ``epochs`` gets a line: every one up to
+    :data:`EPOCH_LINES` epochs; beyond, evenly spaced ones (at most that many) and the
+    last, plus any that ends :data:`EPOCH_LINE_SECONDS` after the last line shown. The
+    output's length does not grow with the epochs; the log has every epoch."""
+    step = -(-epochs // EPOCH_LINES)  # ceil
+    return (epoch >= epochs or epoch % step == 0
+            or seconds_since_shown >= EPOCH_LINE_SECONDS)
+
+
 class RunProgress:
     """Components as they start and end, and the epochs of the one running."""
 
@@ -146,18 +158,21 @@ class RunProgress:
         self.index = 0
         self.current: Optional[str] = None
         self._prefix = ""
+        self._shown_at = 0.0  # the training seconds at the last epoch line shown
 
     def started(self, node: str) -> None:
         self.index += 1
         self.current = node
         self._prefix = f"[{self.index}/{self.total}] {node}"
+        self._shown_at = 0.0
         self.console.begin(f"{self._prefix} ...")
 
     def epoch(self, epoch: progress_lib.Epoch) -> None:
         if self.console.tty:
             self.console.status(
                 f"{self._prefix} {bar(epoch.epoch, epoch.epochs)} {epoch.detail()}")
-        else:
+        elif shows_epoch(epoch.epoch, epoch.epochs, epoch.seconds - self._shown_at):
+            self._shown_at = epoch.seconds
             self.console.line("    " + epoch.text(name=self.current or ""))
 
     def finished(self, state: str, seconds: float) -> None:

@@ -27,6 +27,21 @@ def test_bar_and_epoch_lines():
     assert "rmse=0.9000" in progress.Epoch("ranking", 1, 1, 1.0, {"rmse": 0.9}).detail()
 
 
+def test_epoch_lines_off_a_terminal_are_at_most_five_but_slow_epochs_all_show():
+    def shown(epochs, seconds_each=1.0):
+        lines, last = [], 0.0
+        for epoch in range(1, epochs + 1):
+            if console.shows_epoch(epoch, epochs, epoch * seconds_each - last):
+                lines.append(epoch)
+                last = epoch * seconds_each
+        return lines
+
+    assert shown(1) == [1] and shown(5) == [1, 2, 3, 4, 5]
+    assert shown(6) == [2, 4, 6] and shown(10) == [2, 4, 6, 8, 10]
+    assert shown(23) == [5, 10, 15, 20, 23]
+    assert shown(10, seconds_each=console.EPOCH_LINE_SECONDS) == list(range(1, 11))
+
+
 def _progress(tty):
     out, err = io.StringIO(), io.StringIO()
     return console.RunProgress(console.Console(out, err, tty=tty, width=80), total=3), out
