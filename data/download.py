@@ -29,25 +29,27 @@ Guarantees of :func:`fetch`:
 
 A process killed in the middle (SIGKILL, power loss) can leave a ``.<name>.*`` temporary entry in
 the cache directory; it is never mistaken for a dataset and can be deleted by hand.
+
+This module holds the registry, the caps and the steps of :func:`fetch`; the mechanisms are in
+:mod:`data.download_http` (streaming with a size cap), :mod:`data.download_extract` (safe
+extraction), :mod:`data.download_cache` (marker files, replacing and installing folders) and
+:mod:`data.download_errors`. The caps are read here on each call and passed on, so setting
+``data.download.CHUNK_SIZE`` and the like takes effect.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import http.client
 import os
 import re
-import shutil
-import stat
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
-import zipfile
 from pathlib import Path
 from typing import Optional
+
+from data import download_cache, download_extract, download_http
+from data.download_cache import MARKER_NAME
+from data.download_errors import DownloadError
 
 __all__ = [
     "DATASETS",
@@ -60,7 +62,6 @@ __all__ = [
 ]
 
 GROUPLENS_BASE_URL = "https://files.grouplens.org/datasets/movielens"
-MARKER_NAME = ".movielens-sha256"
 CACHE_ENV_VAR = "MOVIELENS_CACHE"
 CHUNK_SIZE = 1 << 20
 DEFAULT_TIMEOUT = 60.0  # seconds per socket operation, not for the whole download
@@ -73,29 +74,6 @@ MAX_ZIP_ENTRIES = 10_000
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class DownloadError(RuntimeError):
-    """A MovieLens archive could not be downloaded, verified or extracted.
-
-    ``network`` is True when the cause is that the server could not be reached at all
-    (no route, DNS failure, connection refused, timeout) -- i.e. probably an offline machine.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        url: Optional[str] = None,
-        expected: Optional[str] = None,
-        actual: Optional[str] = None,
-        network: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.url = url
-        self.expected = expected
-        self.actual = actual
-        self.network = network
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +144,11 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "movielens"
 
 
+def extraction_limit(zip_size: int) -> int:
+    """The most bytes an archive of ``zip_size`` bytes may extract to."""
+    return max(MIN_EXTRACTION_LIMIT, EXTRACTION_RATIO * zip_size)
+
+
 # --------------------------------------------------------------------------------------------
 # fetch
 # --------------------------------------------------------------------------------------------
@@ -191,9 +174,9 @@ def fetch(
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = cache / spec.name
 
-    if _is_verified(target, digest):
+    if download_cache.is_verified(target, digest):
         return target
-    _check_replaceable(target)
+    download_cache.check_replaceable(target)
 
     try:
         cache.mkdir(parents=True, exist_ok=True)
@@ -208,7 +191,9 @@ def fetch(
     extract_tmp: Optional[Path] = None
     try:
         with os.fdopen(zip_fd, "wb") as out:
-            actual, _ = _download(spec, out, progress=progress, timeout=timeout)
+            actual, _ = download_http.stream_archive(
+                spec.url, out, name=spec.name, size=spec.size, progress=progress,
+                timeout=timeout, chunk_size=CHUNK_SIZE, max_bytes=MAX_ARCHIVE_BYTES)
         if actual != digest:
             raise DownloadError(
                 f"SHA-256 mismatch for {spec.name} downloaded from {spec.url}: "
@@ -219,15 +204,17 @@ def fetch(
                 actual=actual,
             )
         extract_tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{spec.name}.extract-"))
-        _safe_extract(Path(zip_tmp), extract_tmp)
-        root = _dataset_root(extract_tmp, spec.folder)
+        download_extract.safe_extract(
+            Path(zip_tmp), extract_tmp, limit=extraction_limit(Path(zip_tmp).stat().st_size),
+            max_entries=MAX_ZIP_ENTRIES, chunk_size=CHUNK_SIZE)
+        root = download_extract.dataset_root(extract_tmp, spec.folder)
         (root / MARKER_NAME).write_text(digest + "\n", encoding="ascii")
-        _install(root, target, digest, cache, spec.name)
+        download_cache.install(root, target, digest, cache, spec.name)
         return target
     finally:
-        _remove(Path(zip_tmp))
+        download_cache.remove(Path(zip_tmp))
         if extract_tmp is not None:
-            _remove(extract_tmp)
+            download_cache.remove(extract_tmp)
 
 
 def _spec_for(name: str, *, url: Optional[str], sha256: Optional[str]) -> Dataset:
@@ -261,259 +248,6 @@ def _spec_for(name: str, *, url: Optional[str], sha256: Optional[str]) -> Datase
         # The registry's archive, wherever it comes from, when its digest is the registry's.
         size=known.size if (known and digest == known.sha256) else None,
     )
-
-
-def _check_replaceable(target: Path) -> None:
-    """Raises DownloadError unless ``target`` is absent, empty, or a folder this tool made.
-
-    A folder without the marker file may be a user's own data: it is never moved or
-    deleted, and the download is refused before it starts.
-    """
-    if not os.path.lexists(target):
-        return
-    if target.is_dir() and not target.is_symlink():
-        if (target / MARKER_NAME).is_file() or not any(target.iterdir()):
-            return
-        what = f"a folder without this tool's marker file ({MARKER_NAME})"
-    else:
-        what = "a symlink" if target.is_symlink() else "a file"
-    raise DownloadError(
-        f"{target} already exists and is {what}: refusing to replace what this tool did not "
-        "make (nothing was changed). Move it away, or pass another --cache-dir; to use that "
-        "copy as it is, pass --data-dir instead.")
-
-
-def _is_verified(target: Path, digest: str) -> bool:
-    marker = target / MARKER_NAME
-    try:
-        return (
-            target.is_dir()
-            and not target.is_symlink()
-            and marker.read_text(encoding="ascii").strip().lower() == digest
-        )
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
-def _download(spec: Dataset, out, *, progress: bool, timeout: float) -> tuple[str, int]:
-    """Stream ``spec.url`` into ``out``; return (sha256 hex, byte count)."""
-    url = spec.url
-    request = urllib.request.Request(url, headers={"User-Agent": "movielens-download/1.0"})
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (URL is ours)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        raise DownloadError(f"HTTP {exc.code} {exc.reason} for {url}", url=url) from exc
-    except urllib.error.URLError as exc:
-        remote = not url.lower().startswith("file:")
-        raise DownloadError(f"cannot reach {url}: {exc.reason}", url=url, network=remote) from exc
-    except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, bad status line
-        raise DownloadError(f"cannot reach {url}: {exc}", url=url, network=True) from exc
-    except ValueError as exc:  # malformed / unsupported URL
-        raise DownloadError(f"invalid URL {url!r}: {exc}", url=url) from exc
-
-    hasher = hashlib.sha256()
-    received = 0
-    with response:
-        length = response.headers.get("Content-Length")
-        try:
-            declared = int(length) if length is not None else None
-        except ValueError:
-            declared = None
-        # Never read more than announced, nor, unannounced, more than the archive's size.
-        cap = declared if declared is not None else (spec.size or MAX_ARCHIVE_BYTES)
-        reporter = _Progress(spec.name, declared or spec.size) if progress else None
-        try:
-            while True:
-                chunk = response.read(min(CHUNK_SIZE, cap + 1 - received))
-                if not chunk:
-                    break
-                if received + len(chunk) > cap:
-                    raise DownloadError(
-                        f"download from {url} is larger than the {cap:,} bytes expected"
-                        f"{'' if declared is not None else ' of ' + spec.name}; stopped and "
-                        "deleted", url=url)
-                out.write(chunk)
-                hasher.update(chunk)
-                received += len(chunk)
-                if reporter:
-                    reporter.update(received)
-        except http.client.IncompleteRead as exc:
-            raise DownloadError(
-                f"truncated download from {url}: connection closed after "
-                f"{received + len(exc.partial)} of {declared} bytes",
-                url=url,
-            ) from exc
-        except (OSError, http.client.HTTPException) as exc:
-            raise DownloadError(
-                f"download from {url} failed after {received} bytes: {exc}", url=url,
-                network=isinstance(exc, (TimeoutError, ConnectionError)),
-            ) from exc
-        finally:
-            if reporter:
-                reporter.done(received)
-    if declared is not None and received != declared:
-        raise DownloadError(
-            f"truncated download from {url}: received {received} of {declared} bytes", url=url
-        )
-    return hasher.hexdigest(), received
-
-
-class _Progress:
-    """``name: 1,234,567/4,924,029 bytes (25%)`` on stderr; redrawn in place on a terminal,
-    otherwise one line per 10%."""
-
-    def __init__(self, name: str, total: Optional[int]) -> None:
-        self.name = name
-        self.total = total
-        self.tty = sys.stderr.isatty()
-        self.last_time = 0.0
-        self.last_decile = -1
-
-    def _line(self, received: int) -> str:
-        if self.total:
-            pct = min(100, received * 100 // self.total)
-            return f"{self.name}: {received:,}/{self.total:,} bytes ({pct}%)"
-        return f"{self.name}: {received:,} bytes"
-
-    def update(self, received: int) -> None:
-        if self.tty:
-            now = time.monotonic()
-            if now - self.last_time >= 0.2:
-                self.last_time = now
-                sys.stderr.write("\r" + self._line(received))
-                sys.stderr.flush()
-        elif self.total:
-            decile = min(10, received * 10 // self.total)
-            if decile > self.last_decile and decile < 10:
-                self.last_decile = decile
-                sys.stderr.write(self._line(received) + "\n")
-
-    def done(self, received: int) -> None:
-        sys.stderr.write(("\r" if self.tty else "") + self._line(received) + "\n")
-        sys.stderr.flush()
-
-
-def _member_parts(info: zipfile.ZipInfo) -> list[str]:
-    """Relative path components of a zip entry; DownloadError if it could escape the target."""
-    raw = info.filename
-    name = raw.replace("\\", "/")
-    if "\x00" in name:
-        raise DownloadError(f"refusing zip entry with a NUL byte: {raw!r}")
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        raise DownloadError(f"refusing zip entry with an absolute path: {raw!r}")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise DownloadError(f"refusing zip entry that escapes the target folder: {raw!r}")
-    if stat.S_ISLNK(info.external_attr >> 16):
-        raise DownloadError(f"refusing symlink zip entry: {raw!r}")
-    return parts
-
-
-def extraction_limit(zip_size: int) -> int:
-    """The most bytes an archive of ``zip_size`` bytes may extract to."""
-    return max(MIN_EXTRACTION_LIMIT, EXTRACTION_RATIO * zip_size)
-
-
-def _copy_capped(source, destination, limit: int, name: str) -> int:
-    """Copies at most ``limit`` bytes; DownloadError beyond (entry sizes can lie)."""
-    copied = 0
-    for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
-        copied += len(chunk)
-        if copied > limit:
-            raise DownloadError(
-                f"refusing to extract the archive: {name!r} expands beyond the "
-                f"{limit:,}-byte limit (a zip bomb?); nothing was kept")
-        destination.write(chunk)
-    return copied
-
-
-def _safe_extract(zip_path: Path, dest: Path) -> None:
-    """Extract every entry of ``zip_path`` under ``dest`` after checking all of them, and
-    no more than :func:`extraction_limit` bytes in all."""
-    dest_resolved = dest.resolve()
-    budget = extraction_limit(zip_path.stat().st_size)
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            infos = archive.infolist()
-            if len(infos) > MAX_ZIP_ENTRIES:
-                raise DownloadError(
-                    f"refusing to extract the archive: {len(infos):,} entries, more than "
-                    f"{MAX_ZIP_ENTRIES:,}")
-            declared = sum(info.file_size for info in infos)
-            if declared > budget:
-                raise DownloadError(
-                    f"refusing to extract the archive: it declares {declared:,} bytes, more "
-                    f"than the {budget:,}-byte limit for a {zip_path.stat().st_size:,}-byte "
-                    "zip (a zip bomb?)")
-            plan = []
-            for info in infos:
-                parts = _member_parts(info)
-                if not parts:
-                    continue
-                path = dest.joinpath(*parts)
-                if not path.resolve().is_relative_to(dest_resolved):
-                    raise DownloadError(f"refusing zip entry outside the target: {info.filename!r}")
-                plan.append((info, path))
-            for info, path in plan:
-                if info.is_dir():
-                    path.mkdir(parents=True, exist_ok=True)
-                    continue
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(info) as src, open(path, "xb") as dst:
-                    budget -= _copy_capped(src, dst, budget, info.filename)
-    except DownloadError:
-        raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
-        raise DownloadError(f"{zip_path.name} is not a valid zip archive: {exc}") from exc
-    except OSError as exc:
-        raise DownloadError(f"extracting the archive failed: {exc}") from exc
-
-
-def _dataset_root(extracted: Path, folder: str) -> Path:
-    """The folder to install: the expected top-level folder, else the single top-level
-    folder, else everything that was extracted."""
-    expected = extracted / folder
-    if expected.is_dir():
-        return expected
-    entries = list(extracted.iterdir())
-    if len(entries) == 1 and entries[0].is_dir():
-        return entries[0]
-    return extracted
-
-
-def _install(root: Path, target: Path, digest: str, cache: Path, name: str) -> None:
-    """Atomically rename ``root`` to ``target``, replacing a ``target`` this tool made
-    (one with the marker file, e.g. of another digest) or an empty folder, never other."""
-    stale: Optional[Path] = None
-    _check_replaceable(target)  # again: something may have appeared during the download
-    if target.is_dir() and not (target / MARKER_NAME).is_file():
-        try:
-            target.rmdir()  # empty, as checked; fails if something was just put there
-        except OSError as exc:
-            raise DownloadError(f"cannot replace the empty folder {target}: {exc}") from exc
-    elif target.exists():
-        stale = Path(tempfile.mkdtemp(dir=cache, prefix=f".{name}.stale-"))
-        os.rename(target, stale / "old")
-    try:
-        os.rename(root, target)
-    except OSError as exc:
-        if _is_verified(target, digest):  # another process installed it first: fine
-            return
-        raise DownloadError(f"cannot move extracted dataset into {target}: {exc}") from exc
-    finally:
-        if stale is not None:
-            _remove(stale)
-
-
-def _remove(path: Path) -> None:
-    try:
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.is_dir():
-            shutil.rmtree(path)
-    except FileNotFoundError:
-        pass
 
 
 # --------------------------------------------------------------------------------------------
