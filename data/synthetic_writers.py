@@ -31,7 +31,7 @@ def _encode_rows(parts: Sequence[Union[bytes, np.ndarray]]) -> bytes:
     ``parts`` alternates freely between ``bytes`` (written on every row) and
     integer arrays (written in decimal without leading zeros).  Done with a
     ``(rows, width)`` uint8 matrix in which padding bytes are 0 and dropped,
-    which is ~20x faster than ``np.savetxt`` / ``DataFrame.to_csv``.
+    much faster than ``np.savetxt`` / ``DataFrame.to_csv`` (benchmarks/README.md).
     """
     n = next(len(p) for p in parts if not isinstance(p, bytes))
     widths = []

@@ -13,9 +13,10 @@ Parameters (:func:`tune`), by catalogue size ``n`` and served ``k``:
   widens that until a recall target holds on sample queries; AH; ``reorder`` candidates
   re-scored exactly.
 * ``reorder = min(n, max(10k, 1000))`` candidates are re-scored exactly in float32.
-  Measured on 1M movies (benchmarks/ann.py), AH's ranking of trained embeddings is too
-  coarse for 4k: recall@100 stalls at 0.93 with every leaf searched, while 1,000 reach
-  0.98 with 10% of the leaves for +0.05 ms.
+  On a large catalogue AH's ranking of trained embeddings is too coarse for a shallow
+  re-scoring (4k): searching more leaves does not make up for it, while re-scoring 1,000
+  reaches the recall target with a fraction of the leaves at little extra latency
+  (benchmarks/ann.py; figures in benchmarks/README.md).
 
 ``leaves_to_search`` and the re-scoring depth are search-time arguments of the ScaNN op,
 so :func:`calibrate` needs no rebuild, and a query that must skip ``E`` excluded movies

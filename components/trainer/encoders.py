@@ -27,7 +27,7 @@ keras = tf.keras  # tf_keras (Keras 2) under TF_USE_LEGACY_KERAS=1
 
 # AutoGraph: the models have no data-dependent Python control flow, and converting them --
 # and, through them, the Keras internals they call -- made the first training step trace
-# for ~20 s on a small CPU. So the models' train/test steps are not converted
+# for a long time (benchmarks/README.md). So the models' train/test steps are not converted
 # (graph_safe), except tfrs.tasks.Retrieval.call, which needs AutoGraph (it takes
 # ``len(tf.shape(x))``) and is converted alone (not the functions it calls).
 graph_safe = tf.autograph.experimental.do_not_convert

@@ -36,8 +36,8 @@ class HParams:
       model: one of ``MODELS``.
       embedding_dim: ``D``, the width of every tower's output.
       epochs, batch_size, eval_batch_size: the training loop. In-batch softmax costs
-        ``batch_size**2`` per step: 1024 trains several times faster per example than
-        the tutorials' 8192, and (measured on synthetic ML-100K) no worse.
+        ``batch_size**2`` per step: 1024 trains faster per example than the tutorials'
+        8192, and no worse (figures from an earlier run: benchmarks/README.md).
       learning_rate, optimizer: one of ``OPTIMIZERS`` (the tutorials use Adagrad 0.1).
       rating_weight, retrieval_weight: the multitask loss weights.
       use_timestamps: the user tower adds the ``timestamp_features``.
@@ -45,9 +45,9 @@ class HParams:
       full_softmax: retrieval loss over the whole catalogue instead of in-batch negatives
         (the presets' choice; on MovieLens-100K it beat in-batch softmax with log-Q).
       logq_correction: subtract log(sampling probability) from in-batch logits. On by
-        default: without it in-batch negatives over-penalize popular movies, and on
-        synthetic ML-100K top-10 (excluding rated movies) fell from 0.18 to 0.04, below
-        the popularity baseline's 0.10. (No effect with ``full_softmax``.)
+        default: without it in-batch negatives over-penalize popular movies, and top-10
+        falls below the popularity baseline's (figures from an earlier run:
+        benchmarks/README.md). (No effect with ``full_softmax``.)
       remove_accidental_hits: ignore in-batch negatives that are the positive movie.
       temperature: divides the retrieval logits.
       tower_layers: hidden ReLU layers between a tower's concatenated features and its
@@ -190,7 +190,7 @@ class HParams:
 # * sequential: full softmax, padding masked, context movies embedded by the candidate
 #   tower (shared), Adagrad 0.1 for 6 epochs.
 # All decay the learning rate per epoch along a cosine: with a constant Adam rate the
-# figures swing by about 1% from one epoch to the next.
+# figures swing from one epoch to the next (benchmarks/README.md, quality.py).
 PRESETS: Dict[str, Dict[str, Any]] = {
     RETRIEVAL: dict(
         model=RETRIEVAL, embedding_dim=128, epochs=6, batch_size=1024, optimizer="adam",
