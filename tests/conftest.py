@@ -306,12 +306,53 @@ def degraded_run(served_pipeline):
     return runs
 
 
+@dataclasses.dataclass
+class CliRun:
+    """One ``pipeline_runner.py run`` as a user types it (see :func:`cli_run`)."""
+
+    argv: List[str]
+    output_root: str
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def printed(self) -> List[str]:
+        return (self.stdout + self.stderr).splitlines()
+
+
+@pytest.fixture(scope="session")
+def cli_run(synthetic_data, tmp_path_factory):
+    """The pipeline run once through the command line, in its own process, as a user runs
+    it (console output captured), on small synthetic data with one epoch: all three
+    models, settings from a config file and ``--hparam``, sequence examples padded to 5
+    (not the default 10), gates every model clears. test_pipeline, test_settings and
+    test_console_output all read this one run."""
+    import subprocess
+    import sys
+
+    data = synthetic_data("100k", users=120, movies=150, ratings=6000, seed=3)
+    output_root = tmp_path_factory.mktemp("cli_run")
+    config_file = output_root / "settings.json"
+    config_file.write_text(json.dumps(
+        {"training": {"hparams": {"retrieval": {"embedding_dim": 24}}}}))
+    argv = ["run", "--data-dir", str(data), "--output-root", str(output_root / "outputs"),
+            "--config", str(config_file), "--max-context-length", "5",
+            "--hparam", "sequential.embedding_dim=16", "--epochs", "1",
+            "--min-top-k-accuracy", "0", "--top-k-tolerance", "1", "--max-rmse", "5",
+            "--beam-arg=--direct_running_mode=in_memory"]
+    done = subprocess.run([sys.executable, "pipeline_runner.py", *argv], cwd=REPO,
+                          capture_output=True, text=True, timeout=3600)
+    return CliRun(argv, str(output_root / "outputs"), done.returncode, done.stdout,
+                  done.stderr)
+
+
 # ---------------------------------------------------------------------------------------
 # Tiers: `make test-fast` runs `-m "not e2e"`. A test is e2e when it runs the whole
 # pipeline (LocalDagRunner, the Vertex emulator, a CLI run), directly or through one of
 # these shared fixtures; the rest are unit tests of functions and single Beam runs.
 E2E_FIXTURES = {"served_pipeline", "degraded_run", "two_runs", "short_context_run",
-                "good_run", "trained_export"}
+                "good_run", "cli_run"}
 E2E_MODULES = {"test_pipeline", "test_retraining", "test_interruption",
                "test_vertex_entrypoint", "test_console_output"}
 

@@ -133,24 +133,19 @@ def test_session_sends_every_kind_of_output_to_the_log(tmp_path):
         assert noise in text
 
 
-def test_run_prints_little_and_logs_the_rest(synthetic_data, tmp_path):
-    """The real command on small data: under 60 lines. (Beam runs in memory to save time;
-    worker processes' output is the session test's child process.)"""
-    data = synthetic_data("100k")
-    output_root = tmp_path / "outputs"
-    done = subprocess.run(
-        [sys.executable, "pipeline_runner.py", "run", "--data-dir", str(data),
-         "--output-root", str(output_root), "--epochs", "1",
-         "--beam-arg=--direct_running_mode=in_memory"],
-        cwd=REPO, capture_output=True, text=True, timeout=1800)
-    printed = (done.stdout + done.stderr).splitlines()
-    assert done.returncode == 0, "\n".join(printed[-40:])
+def test_run_prints_little_and_logs_the_rest(cli_run):
+    """The real command on small data (conftest.py's ``cli_run``): under 60 lines. (Beam
+    runs in memory to save time; worker processes' output is the session test's child
+    process.)"""
+    output_root = cli_run.output_root
+    printed = cli_run.printed
+    assert cli_run.returncode == 0, "\n".join(printed[-40:])
     assert len(printed) < MAX_LINES, "\n".join(printed)
-    assert not done.stderr, done.stderr
+    assert not cli_run.stderr, cli_run.stderr
 
     logs = [line.split(": ", 1)[1] for line in printed if line.startswith("Log: ")]
     assert len(logs) == 2 and logs[0] == logs[1], printed
-    assert os.path.dirname(logs[0]) == str(output_root / console.LOG_DIR)
+    assert os.path.dirname(logs[0]) == os.path.join(output_root, console.LOG_DIR)
     with open(logs[0]) as handle:
         log = handle.read()
     assert "Component RetrievalTrainer is running." in log  # TFX's absl logging at INFO

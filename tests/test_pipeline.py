@@ -17,13 +17,15 @@ def small_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def two_runs(small_data, tmp_path_factory):
-    """The pipeline run twice on the same data: the second run must come from the cache."""
-    output_root = str(tmp_path_factory.mktemp("outputs"))
-    argv = ["run", "--data-dir", small_data, "--output-root", output_root, "--epochs", "1",
-            "--beam-arg=--direct_running_mode=in_memory"]
-    config = pipeline_runner.config_from_args(pipeline_runner.build_parser().parse_args(argv))
-    first = pipeline_runner.run(config)
+def two_runs(cli_run):
+    """The pipeline run from the command line (conftest.py), then again in this process
+    on the same data: the second run must come from the cache."""
+    from pipeline import report
+
+    assert cli_run.returncode == 0, "\n".join(cli_run.printed[-40:])
+    config = pipeline_runner.config_from_args(
+        pipeline_runner.build_parser().parse_args(cli_run.argv))
+    first = report.latest_run(config)
     second = pipeline_runner.run(config)
     return config, first, second
 
