@@ -115,7 +115,7 @@ class HParams:
     learning_rate_schedule: str = "constant"
 
     def __post_init__(self):
-        contract.model_kind(self.model)  # ValueError naming the known kinds
+        kind = contract.model_kind(self.model)  # ValueError naming the known kinds
         if self.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
             raise ValueError(f"learning_rate_schedule must be one of "
                              f"{LEARNING_RATE_SCHEDULES}, not {self.learning_rate_schedule!r}")
@@ -136,7 +136,7 @@ class HParams:
                              f"{TIMESTAMP_FEATURES}")
         if self.rating_weight < 0 or self.retrieval_weight < 0:
             raise ValueError("loss weights must be non-negative")
-        if self.model == MULTITASK and self.rating_weight + self.retrieval_weight == 0:
+        if kind.rates and kind.retrieves and self.rating_weight + self.retrieval_weight == 0:
             raise ValueError("at least one multitask loss weight must be positive")
         if not self.top_ks or min(self.top_ks) < 1:
             raise ValueError(f"top_ks must be positive integers, not {self.top_ks}")
