@@ -190,26 +190,12 @@ def settings_from_args(args: argparse.Namespace):
         configs.EvaluationConfig, file.get("evaluation"),
         options.given_values(args, configs.EvaluationConfig), what="evaluation setting")
     training_file = dict(file.get("training") or {})
-    given = {"hparams": options.merge_hparams(training_file.pop("hparams", {}),
-                                              options.parse_hparams(args.hparam))}
-    if args.models is not None:
-        given["models"] = options.section_list(args.models)
-    elif "models" in training_file:
-        given["models"] = options.section_list(training_file.pop("models"))
-    for name in ("epochs", "train_steps"):
-        if getattr(args, name) is not None:
-            given[name] = getattr(args, name)
-    unknown = sorted(set(training_file) - {"models", "epochs", "train_steps"})
-    if unknown:
-        raise ValueError(f"unknown training settings {unknown}; known: models, epochs, "
-                         "train_steps, hparams")
-    fields = {**training_file, **given}
-    training = configs.TrainingConfig(
-        models=tuple(fields.get("models", configs.TrainingConfig.models)),
-        hparams=fields["hparams"],
-        epochs=None if fields.get("epochs") is None else int(fields["epochs"]),
-        train_steps=(None if fields.get("train_steps") is None
-                     else int(fields["train_steps"])))
+    given = {name: getattr(args, name) for name in ("models", "epochs", "train_steps")
+             if getattr(args, name) is not None}
+    given["hparams"] = options.merge_hparams(training_file.pop("hparams", {}),
+                                             options.parse_hparams(args.hparam))
+    training = options.build(configs.TrainingConfig, training_file, given,
+                             what="training setting")
     serving = options.build(configs.ServingConfig, file.get("serving"), what="serving setting")
     return example_gen, training, evaluation, serving
 

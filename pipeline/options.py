@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Type
+from typing import Any, Dict, Mapping, Optional, Sequence, Type
 
 from components import typed_values
 
@@ -124,10 +124,3 @@ def build(cls: Type, *layers: Mapping[str, Any], what: str):
     for layer in layers:
         values.update(layer or {})
     return typed_values.build(cls, values, what)
-
-
-def section_list(values: Any) -> List[str]:
-    """A list given as a YAML/JSON list or as comma-separated text."""
-    if isinstance(values, str):
-        return [part.strip() for part in values.split(",") if part.strip()]
-    return [str(value) for value in values]

@@ -21,7 +21,7 @@ import shutil
 
 import pytest
 
-from components.example_gen import executor, generate, transforms
+from components.example_gen import executor, generate, transforms, vocabularies
 from components.example_gen.config import ExampleGenConfig
 from data import movielens
 import reference_sequences as reference  # tests/ is on sys.path (conftest.py)
@@ -349,7 +349,7 @@ def test_vocabularies(tricky_run, tricky_dir, fmt):
 def test_feature_vocabularies(tricky_dir):
     layout = movielens.detect_layout(tricky_dir("100k"))
     movies = movielens.load_movies(layout)
-    genres, years = transforms.feature_vocabularies(movies)
+    genres, years = vocabularies.feature_vocabularies(movies)
     data = reference.load(tricky_dir("100k"))
     genre_counts = collections.Counter(g for m in data.movies.values() for g in m.genres)
     year_counts = collections.Counter(m.year for m in data.movies.values())

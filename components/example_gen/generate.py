@@ -26,7 +26,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from components import contract
-from components.example_gen import parsing, transforms
+from components.example_gen import parsing, records, transforms, vocabularies
 from components.example_gen.config import ExampleGenConfig
 from data import movielens, rating_lines
 
@@ -113,17 +113,17 @@ def build_pipeline(
                       (transforms.RATING, paths.rating_examples)):
         for split in transforms.SPLITS:
             _ = examples[f"{kind}_{split}"] | f"Write-{kind}-{split}" >> (
-                transforms.WriteFramedTFRecords(
+                records.WriteFramedTFRecords(
                     FileSystems.join(uri, f"Split-{split}", "data_tfrecord")))
 
     # Vocabularies: one line per movie / user, so only catalogue-sized lists meet here.
     movie_lines = (examples[examples_fn.MOVIE_COUNTS]
                    | "SumMovieCounts" >> beam.CombineGlobally(transforms.SumCountsFn())
-                   | "MovieVocabulary" >> beam.Map(transforms.movie_vocabulary_text, layout))
+                   | "MovieVocabulary" >> beam.Map(vocabularies.movie_vocabulary_text, layout))
     _write_text(movie_lines, FileSystems.join(paths.vocabulary, contract.MOVIES_FILE), "WriteMovies")
     user_lines = (examples[examples_fn.USER_COUNTS]
                   | "UserCountList" >> beam.combiners.ToList()
-                  | "UserVocabulary" >> beam.Map(transforms.user_vocabulary_text))
+                  | "UserVocabulary" >> beam.Map(vocabularies.user_vocabulary_text))
     _write_text(user_lines, FileSystems.join(paths.vocabulary, contract.USERS_FILE), "WriteUsers")
 
     # Statistics: counts summed by name, plus a few samples of each kind of dropped line.
@@ -240,7 +240,7 @@ def summary_line(statistics: Dict[str, Any]) -> str:
 def write_feature_vocabularies(movies, config: ExampleGenConfig, vocabulary_dir: str) -> None:
     """genres.txt, years.txt and the sequence examples' padded lengths (what the Trainer,
     the Pusher and ``recommend`` read instead of assuming a length)."""
-    genres, years = transforms.feature_vocabularies(movies)
+    genres, years = vocabularies.feature_vocabularies(movies)
     for name, values in ((contract.GENRES_FILE, genres), (contract.YEARS_FILE, years)):
         _write_file(FileSystems.join(vocabulary_dir, name),
                     "".join(f"{value}\n" for value in values))

@@ -28,10 +28,11 @@ import numpy as np
 from apache_beam.io import filebasedsource
 from apache_beam.io.filesystem import CompressionTypes
 
+from components import contract
 from data import movielens, rating_lines
 
-PAD_MOVIE_ID = 0
-PAD_GENRE = b"UNK"
+PAD_MOVIE_ID = contract.PAD_MOVIE_ID
+PAD_GENRE = contract.PAD_GENRE.encode()  # genre lists are bytes here
 # Bytes per block of the ratings file: small enough to spread a 1M-rating file over
 # workers, large enough that per-block costs vanish.
 DEFAULT_BLOCK_SIZE = 4 << 20

@@ -30,15 +30,10 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from components.example_gen.parsing import (  # noqa: F401  (re-exported)
-    PAD_GENRE, PAD_MOVIE_ID, DroppedLine, Events, MovieCatalogue)
-from components.example_gen.records import (  # noqa: F401  (re-exported)
-    WriteFramedTFRecords, encode_examples, frame_tfrecords)
-from components.example_gen.vocabularies import (  # noqa: F401  (re-exported)
-    feature_vocabularies, movie_vocabulary_lines, movie_vocabulary_text,
-    user_vocabulary_lines, user_vocabulary_text)
 from components import contract
 from components.example_gen import config as config_lib
+from components.example_gen.parsing import PAD_MOVIE_ID, DroppedLine, Events, MovieCatalogue
+from components.example_gen.records import encode_examples, frame_tfrecords
 from data import movielens
 
 TRAIN, EVAL, SPLITS = contract.TRAIN, contract.EVAL, contract.SPLITS

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, List, Mapping, Tuple
 
-from components import vocabulary_files
-from components.example_gen.parsing import PAD_GENRE
+from components import contract, vocabulary_files
 from data import movielens
 
 
@@ -40,7 +39,7 @@ def feature_vocabularies(movies: Mapping[int, movielens.Movie]) -> Tuple[List[st
         year_counts[movie.year] = year_counts.get(movie.year, 0) + 1
         for genre in movie.genres:
             genre_counts[genre] = genre_counts.get(genre, 0) + 1
-    unknown = PAD_GENRE.decode()
+    unknown = contract.PAD_GENRE
     genres = [unknown] + sorted(
         (g for g in genre_counts if g != unknown), key=lambda g: (-genre_counts[g], g))
     years = [0] + sorted((y for y in year_counts if y != 0), key=lambda y: (-year_counts[y], y))

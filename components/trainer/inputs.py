@@ -42,7 +42,6 @@ import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from components import vocabulary_files
 
 import numpy as np
 import tensorflow as tf
