@@ -12,6 +12,10 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 RUN_ARGS ?=
 # Options for pytest, e.g. PYTEST_ARGS="-k example_gen".
 PYTEST_ARGS ?=
+# Test worker processes (pytest-xdist), dealt a test module at a time; the modules that
+# share a pipeline run go to one worker together (tests/conftest.py). 0: no workers.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
 .PHONY: run test test-fast venv lock clean
 
@@ -46,11 +50,11 @@ run: $(STAMP)
 	$(PY) pipeline_runner.py run $(RUN_ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # Unit tests only: no test marked e2e (whole pipeline runs, component runs end to end).
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not e2e" $(PYTEST_ARGS)
 
 # Re-resolve the whole set from pyproject.toml's direct pins into requirements.lock.
 lock: | $(PY)

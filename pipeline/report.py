@@ -37,7 +37,8 @@ def _store(config: PipelineConfig) -> metadata_store.MetadataStore:
 
 
 def latest_run(config: PipelineConfig) -> List[Dict]:
-    """Executions of the newest pipeline run: node id, state, output URIs by key."""
+    """Executions of the newest pipeline run: node id, state, output URIs by key, and
+    the execution's id in the store."""
     store = _store(config)
     runs = [c for c in store.get_contexts_by_type("pipeline_run")]
     if not runs:
@@ -62,6 +63,7 @@ def latest_run(config: PipelineConfig) -> List[Dict]:
             "node": nodes[0][len(prefix):] if nodes else execution.name,
             "state": _STATES.get(execution.last_known_state, str(execution.last_known_state)),
             "outputs": outputs,
+            "id": execution.id,
         })
     return result
 

@@ -245,11 +245,24 @@ def run_example_gen(tmp_path_factory):
 class ServedRuns:
     """Pipeline runs with Evaluators and Pushers (see :func:`served_pipeline`)."""
 
+    argv: List[str]  # the first run's command line (after ``pipeline_runner.py``)
     config: object  # pipeline.configs.PipelineConfig of the first run
     first: List[dict]  # report.latest_run() of the first run
+    returncode: int = 0  # the first run's exit code, stdout and stderr
+    stdout: str = ""
+    stderr: str = ""
     degraded_config: object = None
     degraded: Optional[List[dict]] = None
     serving_before_degraded: Optional[Dict[str, list]] = None
+
+    @property
+    def printed(self) -> List[str]:
+        """What the first run printed, stdout then stderr, line by line."""
+        return (self.stdout + self.stderr).splitlines()
+
+    @property
+    def output_root(self) -> str:
+        return self.config.output_root
 
     def node(self, name: str, degraded: bool = False) -> dict:
         executions = self.degraded if degraded else self.first
@@ -271,22 +284,49 @@ def serving_tree(root: str) -> Dict[str, list]:
     return tree
 
 
+# The served pipeline's settings that are not the defaults: what the tests reading it
+# check (sequences padded to 5, hyperparameters from a file and from --hparam).
+SERVED_EPOCHS = 3
+SERVED_CONTEXT_LENGTH = 5
+SERVED_HPARAMS_FILE = {"training": {"hparams": {"retrieval": {"embedding_dim": 24}}}}
+SERVED_HPARAM_OPTION = ("sequential", "embedding_dim", 16)
+
+
 @pytest.fixture(scope="session")
 def served_pipeline(synthetic_data, tmp_path_factory):
-    """The pipeline (retrieval, ranking, sequential; 3 epochs) run once on synthetic data
-    (200 users x 400 movies x 12,000 ratings) with gates every trained model clears:
-    top-100 >= 0.4 (an untrained model scores ~0.25 on 400 movies), RMSE <= 1.5."""
+    """The pipeline run once through the command line, in its own process, as a user runs
+    it (console output captured), on synthetic data (200 users x 400 movies x 12,000
+    ratings): all three models for SERVED_EPOCHS epochs, sequence examples padded to
+    SERVED_CONTEXT_LENGTH (not the default 10), settings from a config file and from
+    ``--hparam``, and gates every trained model clears: top-100 >= 0.4 (an untrained
+    model scores ~0.25 on 400 movies), RMSE <= 1.5.
+
+    One run for every test of a first run (components, Evaluators, Pushers, serving,
+    settings, console output): each pipeline run costs minutes."""
+    import subprocess
+
     import pipeline_runner
+    from pipeline import report
 
     data = synthetic_data("100k", users=200, movies=400, ratings=12_000, seed=3)
-    output_root = str(tmp_path_factory.mktemp("served"))
-    argv = ["run", "--data-dir", str(data), "--output-root", output_root, "--epochs", "3",
+    workdir = tmp_path_factory.mktemp("served")
+    config_file = workdir / "settings.json"
+    config_file.write_text(json.dumps(SERVED_HPARAMS_FILE))
+    model, name, value = SERVED_HPARAM_OPTION
+    argv = ["run", "--data-dir", str(data), "--output-root", str(workdir / "outputs"),
+            "--config", str(config_file), "--max-context-length", str(SERVED_CONTEXT_LENGTH),
+            "--hparam", f"{model}.{name}={value}", "--epochs", str(SERVED_EPOCHS),
             "--min-top-k-accuracy", "0.4", "--max-rmse", "1.5",
             "--beam-arg=--direct_running_mode=in_memory"]
+    done = subprocess.run([sys.executable, "pipeline_runner.py", *argv], cwd=REPO,
+                          capture_output=True, text=True, timeout=3600)
     config = pipeline_runner.config_from_args(pipeline_runner.build_parser().parse_args(argv))
-    runs = ServedRuns(config=config, first=pipeline_runner.run(config))
-    runs.argv = argv
-    return runs
+    if done.returncode != 0:
+        pytest.fail("the served pipeline's run failed:\n"
+                    + "\n".join((done.stdout + done.stderr).splitlines()[-40:]),
+                    pytrace=False)
+    return ServedRuns(argv=argv, config=config, first=report.latest_run(config),
+                      returncode=done.returncode, stdout=done.stdout, stderr=done.stderr)
 
 
 @pytest.fixture(scope="session")
@@ -306,59 +346,61 @@ def degraded_run(served_pipeline):
     return runs
 
 
-@dataclasses.dataclass
-class CliRun:
-    """One ``pipeline_runner.py run`` as a user types it (see :func:`cli_run`)."""
-
-    argv: List[str]
-    output_root: str
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def printed(self) -> List[str]:
-        return (self.stdout + self.stderr).splitlines()
-
-
-@pytest.fixture(scope="session")
-def cli_run(synthetic_data, tmp_path_factory):
-    """The pipeline run once through the command line, in its own process, as a user runs
-    it (console output captured), on small synthetic data with one epoch: all three
-    models, settings from a config file and ``--hparam``, sequence examples padded to 5
-    (not the default 10), gates every model clears. test_pipeline, test_settings and
-    test_console_output all read this one run."""
-    import subprocess
-    import sys
-
-    data = synthetic_data("100k", users=120, movies=150, ratings=6000, seed=3)
-    output_root = tmp_path_factory.mktemp("cli_run")
-    config_file = output_root / "settings.json"
-    config_file.write_text(json.dumps(
-        {"training": {"hparams": {"retrieval": {"embedding_dim": 24}}}}))
-    argv = ["run", "--data-dir", str(data), "--output-root", str(output_root / "outputs"),
-            "--config", str(config_file), "--max-context-length", "5",
-            "--hparam", "sequential.embedding_dim=16", "--epochs", "1",
-            "--min-top-k-accuracy", "0", "--top-k-tolerance", "1", "--max-rmse", "5",
-            "--beam-arg=--direct_running_mode=in_memory"]
-    done = subprocess.run([sys.executable, "pipeline_runner.py", *argv], cwd=REPO,
-                          capture_output=True, text=True, timeout=3600)
-    return CliRun(argv, str(output_root / "outputs"), done.returncode, done.stdout,
-                  done.stderr)
-
-
 # ---------------------------------------------------------------------------------------
 # Tiers: `make test-fast` runs `-m "not e2e"`. A test is e2e when it runs the whole
 # pipeline (LocalDagRunner, the Vertex emulator, a CLI run), directly or through one of
 # these shared fixtures; the rest are unit tests of functions and single Beam runs.
 E2E_FIXTURES = {"served_pipeline", "degraded_run", "two_runs", "short_context_run",
-                "good_run", "cli_run"}
+                "retrained"}
 E2E_MODULES = {"test_pipeline", "test_retraining", "test_interruption",
                "test_vertex_entrypoint", "test_console_output"}
 
+# Workers: `make test` runs two pytest-xdist workers. Tests are dealt out a module at a
+# time (a module's fixtures run once), and the modules that read the served pipeline go
+# together to one worker, so that its runs happen once. Slow modules are dealt first, so
+# that no worker is left with one of them at the end.
+SERVED_MODULES = {"test_console_output", "test_evaluator", "test_pipeline", "test_pusher",
+                  "test_recommend", "test_retraining", "test_settings"}
+SERVED_GROUP = "served_pipeline"
+_SLOW_FIRST = (SERVED_GROUP, "test_vertex_entrypoint", "test_validation",
+               "test_interruption", "test_models", "test_example_gen")
 
+
+def _group(module: str) -> str:
+    """The scheduling unit of a test module."""
+    return SERVED_GROUP if module in SERVED_MODULES else module
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if (E2E_FIXTURES & set(getattr(item, "fixturenames", ()))
-                or item.module.__name__ in E2E_MODULES):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        module = item.module.__name__
+        if E2E_FIXTURES & fixtures or module in E2E_MODULES:
             item.add_marker(pytest.mark.e2e)
+        if "served_pipeline" in fixtures and module not in SERVED_MODULES:
+            raise pytest.UsageError(
+                f"{item.nodeid} reads the served pipeline: add {module} to SERVED_MODULES "
+                f"in tests/conftest.py (or each worker runs the pipeline again)")
+
+    def rank(item):
+        group = _group(item.module.__name__)
+        return _SLOW_FIRST.index(group) if group in _SLOW_FIRST else len(_SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: each module keeps its own order
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``-n N`` (pytest-xdist): one unit of work per test module, the served
+    modules forming one unit (see SERVED_MODULES)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    if config.getvalue("dist") == "each":
+        return None
+
+    class ByModuleServedTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return _group(os.path.splitext(os.path.basename(path))[0])
+
+    return ByModuleServedTogether(config, log)

@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 from components import progress
+from conftest import SERVED_EPOCHS
 from pipeline import console
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,15 +134,16 @@ def test_session_sends_every_kind_of_output_to_the_log(tmp_path):
         assert noise in text
 
 
-def test_run_prints_little_and_logs_the_rest(cli_run):
-    """The real command on small data (conftest.py's ``cli_run``): under 60 lines. (Beam
-    runs in memory to save time; worker processes' output is the session test's child
-    process.)"""
-    output_root = cli_run.output_root
-    printed = cli_run.printed
-    assert cli_run.returncode == 0, "\n".join(printed[-40:])
+def test_run_prints_little_and_logs_the_rest(served_pipeline):
+    """The real command on small data (conftest.py's ``served_pipeline``): under 60
+    lines. (Beam runs in memory to save time; worker processes' output is the session
+    test's child process.)"""
+    run = served_pipeline
+    output_root = run.output_root
+    printed = run.printed
+    assert run.returncode == 0, "\n".join(printed[-40:])
     assert len(printed) < MAX_LINES, "\n".join(printed)
-    assert not cli_run.stderr, cli_run.stderr
+    assert not run.stderr, run.stderr
 
     logs = [line.split(": ", 1)[1] for line in printed if line.startswith("Log: ")]
     assert len(logs) == 2 and logs[0] == logs[1], printed
@@ -156,8 +158,10 @@ def test_run_prints_little_and_logs_the_rest(cli_run):
     names = {match.group(2) for match in components}
     assert len(names) == int(next(iter(components)).group(1)) == 23, printed
     assert {"MovieLensExampleGen", "RetrievalEvaluator", "SequentialPusher"} <= names
+    epochs = SERVED_EPOCHS  # at most five epochs: a line for each
     for model in ("Retrieval", "Ranking", "Sequential"):
-        epoch = rf"    {model}Trainer epoch 1/1 loss=\S+( rmse=\S+)? \d+ s"
-        assert any(re.fullmatch(epoch, line) for line in printed), printed
+        for epoch in range(1, epochs + 1):
+            line = rf"    {model}Trainer epoch {epoch}/{epochs} loss=\S+( rmse=\S+)? \d+ s"
+            assert any(re.fullmatch(line, printed_line) for printed_line in printed), printed
     assert any(line.startswith("Pipeline ") and " finished in " in line for line in printed)
     assert any("eval: " in line for line in printed)

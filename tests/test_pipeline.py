@@ -17,17 +17,12 @@ def small_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def two_runs(cli_run):
+def two_runs(served_pipeline):
     """The pipeline run from the command line (conftest.py), then again in this process
-    on the same data: the second run must come from the cache."""
-    from pipeline import report
-
-    assert cli_run.returncode == 0, "\n".join(cli_run.printed[-40:])
-    config = pipeline_runner.config_from_args(
-        pipeline_runner.build_parser().parse_args(cli_run.argv))
-    first = report.latest_run(config)
+    with the same settings on the same data: the second run must come from the cache."""
+    config = served_pipeline.config
     second = pipeline_runner.run(config)
-    return config, first, second
+    return config, served_pipeline.first, second
 
 
 def _by_node(executions):
@@ -61,6 +56,20 @@ def test_every_component_ran_and_trained_models_have_metrics(two_runs):
         assert 0.0 < json.load(handle)["rmse"] < 4.0
     assert config.metadata_path.startswith(config.output_root)
     assert os.path.exists(config.metadata_path)
+
+
+def test_good_data_passes_the_gates_and_every_trainer_runs(served_pipeline):
+    """Data validation (test_validation.py) on good data: both gates pass, before every
+    Trainer, and each Trainer runs once."""
+    from test_validation import ALL_TRAINERS, GATES, trainer_executions
+
+    config, executions = served_pipeline.config, served_pipeline.first
+    nodes = {e["node"]: e["state"] for e in executions}
+    assert all(nodes[node] == "ran" for node in GATES + ALL_TRAINERS), nodes
+    order = [e["node"] for e in executions]
+    assert max(order.index(g) for g in GATES) < min(order.index(t) for t in ALL_TRAINERS)
+    ids = {execution["id"] for execution in executions}
+    assert len([e for e in trainer_executions(config) if e.id in ids]) == len(ALL_TRAINERS)
 
 
 def test_second_run_on_unchanged_data_is_served_from_the_cache(two_runs):

@@ -19,36 +19,45 @@ from conftest import serving_tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Runs in a fresh interpreter: loads one pushed variant and prints its top-k as JSON.
+# Runs in a fresh interpreter: loads pushed models, each (variant, path) in turn (the
+# brute-force ones first, before anything imports ScaNN), and prints each one's top-k as
+# a JSON list.
 _LOAD_SCRIPT = r"""
 import json, sys
 import components  # Keras 2 first, as every entry point
-variant, path, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if variant == "scann":
-    import scann  # noqa: F401  (registers the Scann ops the SavedModel holds)
 import tensorflow as tf
-model = tf.saved_model.load(path)
-inputs = {name: tf.constant(value, tf.int64) for name, value in json.loads(sys.argv[4]).items()}
-plain = model.signatures["serving_default"](k=tf.constant(k), **inputs)
-excluding = model.signatures["recommend_excluding"](
-    k=tf.constant(k), exclude_movie_ids=plain["movie_ids"][:, :3], **inputs)
-print(json.dumps({
-    "scann_imported": "scann" in sys.modules,
-    "movie_ids": plain["movie_ids"].numpy().tolist(),
-    "scores": plain["scores"].numpy().tolist(),
-    "titles": [[t.decode() for t in row] for row in plain["titles"].numpy()],
-    "excluding": excluding["movie_ids"].numpy().tolist()}))
+loads, k = json.loads(sys.argv[1]), int(sys.argv[2])
+inputs = {name: tf.constant(value, tf.int64) for name, value in json.loads(sys.argv[3]).items()}
+results = []
+for variant, path in loads:
+    if variant == "scann":
+        import scann  # noqa: F401  (registers the Scann ops the SavedModel holds)
+    model = tf.saved_model.load(path)
+    plain = model.signatures["serving_default"](k=tf.constant(k), **inputs)
+    excluding = model.signatures["recommend_excluding"](
+        k=tf.constant(k), exclude_movie_ids=plain["movie_ids"][:, :3], **inputs)
+    results.append({
+        "scann_imported": "scann" in sys.modules,
+        "movie_ids": plain["movie_ids"].numpy().tolist(),
+        "scores": plain["scores"].numpy().tolist(),
+        "titles": [[t.decode() for t in row] for row in plain["titles"].numpy()],
+        "excluding": excluding["movie_ids"].numpy().tolist()})
+print(json.dumps(results))
 """
 
 
-def _load_in_fresh_process(variant, path, k, inputs):
+def _load_in_fresh_process(loads, k, inputs):
+    """Each ``(variant, path)`` of ``loads`` loaded in one fresh interpreter, brute-force
+    variants first: their results, in the order of ``loads``."""
+    order = sorted(range(len(loads)), key=lambda i: loads[i][0] != "brute_force")
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run(
-        [sys.executable, "-c", _LOAD_SCRIPT, variant, path, str(k),
+        [sys.executable, "-c", _LOAD_SCRIPT, json.dumps([loads[i] for i in order]), str(k),
          json.dumps({name: value.tolist() for name, value in inputs.items()})],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    return [results[order.index(i)] for i in range(len(loads))]
 
 
 def _push_result(runs, name, degraded=False):
@@ -137,9 +146,9 @@ def test_pushed_model_reloads_in_a_fresh_process_with_the_in_memory_top_k(
     rows, _ = ann.search(searcher, queries, k, params)
     in_memory = candidates["movie_ids"][rows]
 
-    scann = _load_in_fresh_process("scann", push["destinations"]["scann"], k, inputs)
-    brute = _load_in_fresh_process("brute_force", push["destinations"]["brute_force"], k,
-                                   inputs)
+    scann, brute = _load_in_fresh_process(
+        [(variant, push["destinations"][variant]) for variant in ("scann", "brute_force")],
+        k, inputs)
     assert scann["movie_ids"] == in_memory.tolist()
     assert brute["movie_ids"] == exact.tolist()
     assert not brute["scann_imported"]                   # stock TF ops only
@@ -203,11 +212,12 @@ def test_push_to_an_object_store_serves_what_a_local_push_serves(
     # Loads from where the object store keeps it, with the local push's top-k.
     names = serving.read_serving_info(pushed["destinations"]["brute_force"])["inputs"]
     inputs = _retrieval_inputs(export_dir, names)
-    for variant in ("brute_force", "scann"):
-        remote = _load_in_fresh_process(
-            variant, remote_fs.local_path(pushed["destinations"][variant]), 20, inputs)
-        local = _load_in_fresh_process(variant, local_push["destinations"][variant], 20,
-                                       inputs)
+    variants = ("brute_force", "scann")
+    loaded = _load_in_fresh_process(
+        [(variant, remote_fs.local_path(pushed["destinations"][variant]))
+         for variant in variants]
+        + [(variant, local_push["destinations"][variant]) for variant in variants], 20, inputs)
+    for variant, remote, local in zip(variants, loaded[:2], loaded[2:]):
         assert remote["movie_ids"] == local["movie_ids"], variant
         assert remote["excluding"] == local["excluding"], variant
         np.testing.assert_allclose(remote["scores"], local["scores"], rtol=1e-5, atol=1e-6)

@@ -11,9 +11,10 @@ import pytest
 
 import pipeline_runner
 from components import contract
+from conftest import SERVED_CONTEXT_LENGTH, SERVED_HPARAM_OPTION, SERVED_HPARAMS_FILE
 from components.evaluator.gates import EvaluationConfig
 from components.example_gen.config import ExampleGenConfig
-from components.trainer.hparams import HParams
+from components.trainer.hparams import HParams, preset
 from pipeline import options
 
 
@@ -96,15 +97,10 @@ def test_hparams_assignments_parse_and_merge():
 
 
 @pytest.fixture(scope="module")
-def short_context_run(cli_run):
+def short_context_run(served_pipeline):
     """The command-line run of conftest.py: ``--max-context-length 5``, the retrieval
     model's embedding_dim from a config file and the sequential model's from --hparam."""
-    from pipeline import report
-
-    assert cli_run.returncode == 0, "\n".join(cli_run.printed[-40:])
-    config = pipeline_runner.config_from_args(
-        pipeline_runner.build_parser().parse_args(cli_run.argv))
-    return config, {e["node"]: e for e in report.latest_run(config)}
+    return served_pipeline.config, {e["node"]: e for e in served_pipeline.first}
 
 
 def _metrics(executions, trainer):
@@ -122,19 +118,25 @@ def test_sequence_examples_padded_to_the_configured_length(short_context_run):
     files = glob.glob(os.path.join(uri, "Split-train", "*.gz"))
     record = next(iter(tf.data.TFRecordDataset(files, compression_type="GZIP")))
     example = tf.train.Example.FromString(record.numpy())
-    assert len(example.features.feature[contract.CONTEXT_MOVIE_ID].int64_list.value) == 5
+    padded = example.features.feature[contract.CONTEXT_MOVIE_ID].int64_list.value
+    assert len(padded) == SERVED_CONTEXT_LENGTH != 10  # not the default
     (vocabulary,) = executions["MovieLensExampleGen"]["outputs"][contract.VOCABULARY]
     with open(os.path.join(vocabulary, contract.SEQUENCE_SHAPE_FILE)) as handle:
-        assert json.load(handle)[contract.MAX_CONTEXT_LENGTH] == 5
+        assert json.load(handle)[contract.MAX_CONTEXT_LENGTH] == SERVED_CONTEXT_LENGTH
 
 
 @pytest.mark.e2e
 def test_hyperparameters_from_command_line_and_file_reach_the_trained_models(
         short_context_run):
     _, executions = short_context_run
-    sequential = _metrics(executions, "SequentialTrainer")
-    assert sequential["hparams"]["embedding_dim"] == 16 and sequential["top_100"] >= 0
-    assert _metrics(executions, "RetrievalTrainer")["hparams"]["embedding_dim"] == 24
+    model, name, value = SERVED_HPARAM_OPTION  # from --hparam
+    option = _metrics(executions, f"{model.capitalize()}Trainer")
+    assert option["hparams"][name] == value != getattr(preset(model), name)
+    assert option["top_100"] >= 0
+    ((model, from_file),) = SERVED_HPARAMS_FILE["training"]["hparams"].items()
+    ((name, value),) = from_file.items()
+    assert _metrics(executions, f"{model.capitalize()}Trainer")["hparams"][name] == value
+    assert value != getattr(preset(model), name)  # not the default
 
 
 @pytest.mark.e2e
@@ -146,14 +148,14 @@ def test_served_sequential_model_reads_histories_of_the_configured_length(
     config, executions = short_context_run
     assert all(e["state"] in ("ran", "cached") for e in executions.values()), executions
     path = recommend.model_dir(config.serving_root, contract.SEQUENTIAL, recommend.BRUTE_FORCE)
-    assert serving.read_serving_info(path)[contract.MAX_CONTEXT_LENGTH] == 5
+    assert serving.read_serving_info(path)[contract.MAX_CONTEXT_LENGTH] == SERVED_CONTEXT_LENGTH
     catalogue = recommend.Catalogue.load(path)
-    history = [int(m) for m in catalogue.movie_ids[:8]]
+    history = [int(m) for m in catalogue.movie_ids[:SERVED_CONTEXT_LENGTH + 3]]
     code = pipeline_runner.main(["recommend", "--output-root", config.output_root,
                                  "--history", ",".join(map(str, history)), "-k", "3"])
     printed = capsys.readouterr().out
-    assert code == 0 and "leaving out the 8 movies of the history" in printed
-    # The model reads the last 5 movies: the first three change nothing.
+    assert code == 0 and f"leaving out the {len(history)} movies of the history" in printed
+    # The model reads the last SERVED_CONTEXT_LENGTH movies: the first three change nothing.
     _, with_all, _ = recommend.recommend(config.serving_root, 3, history=history,
                                          include_rated=True, variant=recommend.BRUTE_FORCE)
     _, last_five, _ = recommend.recommend(config.serving_root, 3, history=history[3:],
