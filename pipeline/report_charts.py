@@ -108,19 +108,28 @@ def history(title: str, points: Sequence[Dict], names: Sequence[str],
 
 
 def slices(title: str, by_feature: Mapping[str, Mapping[str, Mapping[str, float]]],
-           metric: str) -> bytes:
-    """``metric`` per bucket of each slice feature, one panel per feature; the example
-    count of each bucket under its bar."""
+           metric: str, baseline: Optional[Mapping] = None) -> bytes:
+    """``metric`` per bucket of each slice feature, one panel per feature, the baseline's
+    (same eval data) in grey beside it when given; each bucket's example count under it."""
     features = [feature for feature in by_feature if feature]
     figure, axes = _figure(HALF, 1, max(1, len(features)))
+    baseline = baseline or {}
     for axis, feature in zip(axes, features):
         buckets = list(by_feature[feature])
+        xs = list(range(len(buckets)))
         values = [by_feature[feature][b].get(metric, 0.0) for b in buckets]
         counts = [by_feature[feature][b].get("example_count") for b in buckets]
-        axis.bar(range(len(buckets)), values, color=CURRENT)
-        axis.set_xticks(range(len(buckets)),
-                        [b if c is None else f"{b}\n{c:.0f} ex." for b, c in zip(buckets, counts)],
-                        fontsize=7)
+        theirs = baseline.get(feature, {})
+        width = 0.4 if theirs else 0.7
+        axis.bar([x - (width / 2 if theirs else 0) for x in xs], values, width,
+                 color=CURRENT, label="this run")
+        if theirs:
+            axis.bar([x + width / 2 for x in xs],
+                     [theirs.get(b, {}).get(metric, 0.0) for b in buckets], width,
+                     color=BASELINE, label="baseline")
+            axis.legend(fontsize=6)
+        axis.set_xticks(xs, [b if c is None else f"{b}\n{c:.0f} ex."
+                             for b, c in zip(buckets, counts)], fontsize=7)
         axis.set_title(feature, fontsize=9)
         axis.tick_params(axis="y", labelsize=7)
     if not features:

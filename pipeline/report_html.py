@@ -78,6 +78,22 @@ def _figures(metrics: Optional[Dict]) -> Dict[str, float]:
             if metrics and isinstance(metrics.get(name), (int, float))}
 
 
+def compared_figures(model: ModelRun):
+    """(names, this model's, the baseline's): first the Evaluator's figure, both models
+    on this run's eval data (what the verdict judged), then the Trainer's figures
+    (metrics.json: each model on its own run's eval data)."""
+    current, baseline = _figures(model.metrics), _figures(model.baseline_metrics)
+    names = list(report.SUMMARY_METRICS)
+    metric = model.gated_metric
+    if metric:
+        key = f"{metric} (Evaluator)"
+        names.insert(0, key)
+        current[key] = model.slices[""]["all"][metric]
+        if metric in model.baseline_slices.get("", {}).get("all", {}):
+            baseline[key] = model.baseline_slices[""]["all"][metric]
+    return names, current, baseline
+
+
 def models_section(run: RunRecord) -> str:
     """Each model of this run: verdict, thresholds, figures beside the baseline's, and
     its training curves."""
@@ -87,12 +103,14 @@ def models_section(run: RunRecord) -> str:
              _e(m.push or "-")] for m in run.models.values()]
     parts.append(_table(["model", "trainer", "verdict", "thresholds", "baseline", "push"],
                         rows))
+    parts.append("<p class='meta'>The Evaluator's figure compares both models on this "
+                 "run's eval data; the Trainer's figures are each model's own run's.</p>")
     for model in run.models.values():
-        current = _figures(model.metrics)
+        names, current, baseline = compared_figures(model)
         parts.append(f"<h3>{_e(model.name)}</h3><div class='row'>")
         parts.append(chart("comparison", model.name, report_charts.comparison(
-            f"{model.name}: this run vs baseline", current, _figures(model.baseline_metrics),
-            report.SUMMARY_METRICS), f"{model.name} figures beside the baseline"))
+            f"{model.name}: this run vs baseline", current, baseline, names),
+            f"{model.name} figures beside the baseline"))
         parts.append(chart("training", model.name, report_charts.training_curves(
             model.name, model.metrics.get(contract.METRICS_HISTORY, [])),
             f"{model.name} training curves"))
@@ -144,10 +162,9 @@ def slices_section(run: RunRecord) -> str:
     """The Evaluators' figures by user activity and movie popularity."""
     parts = ["<h2>Evaluation slices (user activity, movie popularity)</h2><div class='row'>"]
     for model in run.models.values():
-        overall = model.slices.get("", {}).get("all", {})
-        metric = next((name for name in overall if name != "example_count"), "example_count")
         parts.append(chart("slices", model.name, report_charts.slices(
-            model.name, model.slices, metric), f"{model.name} by slice"))
+            model.name, model.slices, model.gated_metric or "example_count",
+            model.baseline_slices), f"{model.name} by slice"))
     return "".join(parts) + "</div>"
 
 

@@ -46,8 +46,19 @@ class ModelRun:
     verdict: str = ""  # report.blessing_summary: BLESSED, or NOT blessed (which threshold)
     thresholds: List[str] = dataclasses.field(default_factory=list)  # the gates applied
     baseline_id: Optional[int] = None  # the Model it was compared with
-    baseline_metrics: Optional[Dict] = None
+    baseline_metrics: Optional[Dict] = None  # its metrics.json (its own run's eval data)
+    # The Evaluator's figures by slice (TFMA): this model's, and the baseline's on the
+    # same eval data (what the verdict compared), {feature: {bucket: {metric: value}}}.
     slices: Dict[str, Dict[str, Dict[str, float]]] = dataclasses.field(default_factory=dict)
+    baseline_slices: Dict[str, Dict[str, Dict[str, float]]] = dataclasses.field(
+        default_factory=dict)
+
+    @property
+    def gated_metric(self) -> Optional[str]:
+        """The Evaluator's figure (besides the example count and diffs)."""
+        overall = self.slices.get("", {}).get("all", {})
+        return next((name for name in overall
+                     if name != "example_count" and not name.endswith("_diff")), None)
     pushed_version: Optional[str] = None
     push: str = ""  # report.push_summary
 
@@ -115,13 +126,15 @@ def model_metrics(model_uri: str) -> Optional[Dict]:
                                          contract.EXTRA_ASSETS, contract.METRICS_FILE))
 
 
-def evaluation_slices(evaluation_uri: str) -> Dict[str, Dict[str, Dict[str, float]]]:
-    """TFMA's figures by slice: {slice feature: {bucket: {metric: value}}}; the overall
-    figures under ``{"": {"all": ...}}``. Empty when unreadable."""
+def evaluation_slices(evaluation_uri: str, model: str = "") -> Dict[str, Dict[str, Dict[str, float]]]:
+    """TFMA's figures of one evaluated model by slice: {slice feature: {bucket: {metric:
+    value}}}, the overall figures under ``{"": {"all": ...}}``. ``model``: its name in the
+    EvalConfig ("candidate", "baseline" when there was a baseline; "" otherwise). Empty
+    when unreadable."""
     try:
         import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
 
-        result = tfma.load_eval_result(evaluation_uri)
+        result = tfma.load_eval_result(evaluation_uri, model_name=model or None)
     except Exception:  # pylint: disable=broad-except  (a report without slices)
         return {}
     slices: Dict[str, Dict[str, Dict[str, float]]] = {}
@@ -139,6 +152,21 @@ def evaluation_slices(evaluation_uri: str) -> Dict[str, Dict[str, Dict[str, floa
             bucket = bucket.decode() if isinstance(bucket, bytes) else str(bucket)
             slices.setdefault(feature, {})[bucket] = figures
     return slices
+
+
+def _eval_config(evaluation_uri: str) -> Dict:
+    """The Evaluator's EvalConfig as TFMA wrote it beside its results (JSON form)."""
+    config = report.read_json(os.path.join(evaluation_uri, "eval_config.json")) or {}
+    return config.get("evalConfig", {})
+
+
+def evaluated_models(evaluation_uri: str) -> Dict[str, str]:
+    """{"candidate": its name in the results, "baseline": ...} ("baseline" only when the
+    Evaluator compared with one)."""
+    names = {}
+    for spec in _eval_config(evaluation_uri).get("modelSpecs", []) or [{}]:
+        names["baseline" if spec.get("isBaseline") else "candidate"] = spec.get("name", "")
+    return names
 
 
 def _bound(name: str, threshold: Dict) -> List[str]:
@@ -160,9 +188,8 @@ def _bound(name: str, threshold: Dict) -> List[str]:
 def gate_thresholds(evaluation_uri: str) -> List[str]:
     """The thresholds the Evaluator applied, from its eval_config.json: e.g.
     ``top_100_accuracy >= 0.1``, ``top_100_accuracy >= baseline -0.01``."""
-    config = report.read_json(os.path.join(evaluation_uri, "eval_config.json")) or {}
     texts: List[str] = []
-    for spec in config.get("evalConfig", {}).get("metricsSpecs", []):
+    for spec in _eval_config(evaluation_uri).get("metricsSpecs", []):
         for metric in spec.get("metrics", []):
             name = json.loads(metric.get("config") or "{}").get("name", metric.get("className"))
             thresholds = [t.get("threshold", {}) for t in metric.get("perSliceThresholds", [])]
@@ -209,7 +236,12 @@ def _read_model_node(models: Dict[str, ModelRun], execution: Dict, store,
                 [baseline] = store.get_artifacts_by_id([model.baseline_id])
                 model.baseline_metrics = model_metrics(baseline.uri)
         for evaluation in artifacts.get("evaluation", []):
-            model.slices = _ordered(evaluation_slices(evaluation.uri), spec)
+            names = evaluated_models(evaluation.uri)
+            model.slices = _ordered(evaluation_slices(evaluation.uri, names["candidate"]),
+                                    spec)
+            if "baseline" in names:
+                model.baseline_slices = _ordered(
+                    evaluation_slices(evaluation.uri, names["baseline"]), spec)
             model.thresholds = gate_thresholds(evaluation.uri)
     elif node.endswith(PUSHER):
         for pushed in artifacts.get("pushed_model", []):
