@@ -1,7 +1,9 @@
 """What a local run did, read back from the ML Metadata store.
 
 After ``pipeline_runner.py run`` this prints, per component, whether it ran or came from
-the cache and where its outputs are, plus the example generator's statistics. The
+the cache and where its outputs are, plus the example generator's statistics.
+:func:`pipeline_runs` gives every run in the store the same way (the run report,
+pipeline/run_report.py, reads it). The
 artifacts are read through TFX's ``fileio``: their URIs may be on ``gs://``.
 """
 
