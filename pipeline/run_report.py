@@ -22,9 +22,12 @@ import os
 import re
 from typing import Dict, List, Optional
 
+from tfx.components.evaluator import constants as evaluator_constants
+
 from components import contract
 from components.evaluator.slices import (SliceSpec, activity_bucket_names,
                                          popularity_bucket_names)
+from components.pusher import executor as pusher_executor
 from pipeline import report
 from pipeline.configs import PipelineConfig
 
@@ -126,7 +129,8 @@ def model_metrics(model_uri: str) -> Optional[Dict]:
                                          contract.EXTRA_ASSETS, contract.METRICS_FILE))
 
 
-def evaluation_slices(evaluation_uri: str, model: str = "") -> Dict[str, Dict[str, Dict[str, float]]]:
+def evaluation_slices(evaluation_uri: str,
+                      model: str = "") -> Dict[str, Dict[str, Dict[str, float]]]:
     """TFMA's figures of one evaluated model by slice: {slice feature: {bucket: {metric:
     value}}}, the overall figures under ``{"": {"all": ...}}``. ``model``: its name in the
     EvalConfig ("candidate", "baseline" when there was a baseline; "" otherwise). Empty
@@ -228,10 +232,11 @@ def _read_model_node(models: Dict[str, ModelRun], execution: Dict, store,
     model = models.setdefault(name, ModelRun(name, "?"))
     if node.endswith(EVALUATOR):
         for blessing in artifacts.get("blessing", []):
-            blessed = _property(blessing, "blessed")
+            blessed = _property(blessing, evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY)
             model.blessed = None if blessed is None else bool(blessed)
             model.verdict = report.blessing_summary(blessing.uri)
-            model.baseline_id = _property(blessing, "baseline_model_id") or None
+            model.baseline_id = _property(
+                blessing, evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY) or None
             if model.baseline_id:
                 [baseline] = store.get_artifacts_by_id([model.baseline_id])
                 model.baseline_metrics = model_metrics(baseline.uri)
@@ -245,8 +250,9 @@ def _read_model_node(models: Dict[str, ModelRun], execution: Dict, store,
             model.thresholds = gate_thresholds(evaluation.uri)
     elif node.endswith(PUSHER):
         for pushed in artifacts.get("pushed_model", []):
-            if _property(pushed, "pushed"):
-                model.pushed_version = _property(pushed, "pushed_version")
+            if _property(pushed, pusher_executor.PUSHED_PROPERTY):
+                model.pushed_version = _property(pushed,
+                                                 pusher_executor.PUSHED_VERSION_PROPERTY)
             model.push = report.push_summary(pushed.uri)
 
 

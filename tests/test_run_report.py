@@ -211,9 +211,15 @@ def _hand_made_report() -> RunReport:
     refused = ModelRun("retrieval", "ran", 2, dict(metrics, top_100=0.2), False,
                        "NOT blessed (top_100_accuracy 0.2000)", ["top_100_accuracy >= 0.3"],
                        baseline_id=1, baseline_metrics=metrics)
+    refused.slices = {"": {"all": {"top_100_accuracy": 0.2, "top_100_accuracy_diff": -0.3,
+                                   "example_count": 12.0}},
+                      contract.USER_ACTIVITY: {"<=20": {"top_100_accuracy": 0.2}}}
+    refused.baseline_slices = {"": {"all": {"top_100_accuracy": 0.5}},
+                               contract.USER_ACTIVITY: {"<=20": {"top_100_accuracy": 0.5}}}
+    spread = {"movies": 4, "ratings_per_day": [[0, 12]], "users_by_ratings": [[1, 1, 3]],
+              "movies_by_ratings": [[1, 1, 1], [2, 2, 3]]}
     second = RunRecord(2, "run-b", 1_700_086_400.0, {"retrieval": refused}, "ran",
-                       _statistics(12, 12, 3, 0), {"movies": 4, "ratings_per_day": [[0, 12]], "users_by_ratings": [[1, 1, 3]],
-         "movies_by_ratings": [[1, 1, 1], [2, 2, 3]]}, failed=["RetrievalPusher"])
+                       _statistics(12, 12, 3, 0), spread, failed=["RetrievalPusher"])
     return RunReport("p", [first, second], {"retrieval": [
         {"user": 1, "query": "user 1", "version": "111", "items": [("A <b>", 5)]}]})
 
@@ -233,6 +239,10 @@ def test_render_a_hand_made_report():
         ("rating lines read", 10, 12), ("ratings kept", 9, 12), ("users", 2, 3),
         ("movies rated", None, 4)]
     assert [p["run"] for p in report_html.history_points(gathered.runs, "retrieval")] == [1, 2]
+    names, current, baseline = report_html.compared_figures(gathered.current.models["retrieval"])
+    assert names[0] == "top_100_accuracy (Evaluator)"  # both on this run's eval data
+    assert (current[names[0]], baseline[names[0]]) == (0.2, 0.5)
+    assert (current["top_100"], baseline["top_100"]) == (0.2, 0.5)  # metrics.json
 
 
 def test_a_report_that_cannot_be_built_is_one_warning_line(tmp_path):
