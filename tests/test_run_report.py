@@ -189,7 +189,9 @@ def test_thresholds_read_from_the_evaluators_config(tmp_path):
     lambda: report_charts.data_change([("ratings", 100, 150), ("users", 10, 9),
                                        ("movies", None, 4)]),
     lambda: report_charts.data_change([]),
-])
+], ids=["comparison", "comparison-no-baseline", "history", "slices", "training",
+        "training-empty", "per-day", "long-tail", "dropped", "data-change",
+        "data-change-empty"])
 def test_each_chart_draws_a_png(draw):
     _assert_chart("chart", draw())
 
