@@ -4,6 +4,7 @@
   python pipeline_runner.py run --dataset ml-1m          # download from GroupLens
   python pipeline_runner.py run --help                   # every option
   python pipeline_runner.py recommend --user 42 -k 10    # from the latest pushed model
+  python pipeline_runner.py report                       # the latest run's HTML report
 
 ``run`` builds the TFX pipeline (pipeline/pipeline.py) from one PipelineConfig and runs it
 with LocalDagRunner: SQLite metadata and Beam's DirectRunner in multi-processing mode on
@@ -170,6 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the pipeline's output root (default: %(default)s)")
     recommend.add_argument("--serving-root", default=None,
                            help="the pushed models (default: <output-root>/serving)")
+    report = commands.add_parser(
+        "report", help="write the latest run's HTML report (history of every run)",
+        description="Write one self-contained HTML page for the latest run in the metadata "
+                    "store (<output-root>/" + contract.REPORT_DIR + "/run-<n>-<run>.html): "
+                    "each model beside its baseline with its verdict, the history of every "
+                    "run, the Evaluators' slices, training curves, the data and sample "
+                    "recommendations of the pushed models. `run` writes it too.")
+    report.add_argument("--output-root", default=configs.DEFAULT_OUTPUT_ROOT,
+                        help="the pipeline's output root (default: %(default)s)")
+    report.add_argument("--pipeline-name", default=configs.DEFAULT_PIPELINE_NAME,
+                        help="(default: %(default)s)")
     check_data.add_parser(commands)
     return parser
 
@@ -255,10 +267,54 @@ def run(config: configs.PipelineConfig,
     return executions
 
 
+def write_report(config: configs.PipelineConfig, session: console.Session) -> None:
+    """After a successful run: its HTML report (pipeline/run_report.py) and one line with
+    its path; if the report cannot be built, one warning line (the traceback in the log)
+    and the run still succeeds."""
+    import traceback  # pylint: disable=import-outside-toplevel
+
+    from pipeline import run_report  # pylint: disable=import-outside-toplevel
+
+    try:
+        path = run_report.write_report(config)
+    except Exception as error:  # pylint: disable=broad-except  (the run itself succeeded)
+        traceback.print_exc()  # into the run's log (onto the terminal with --verbose)
+        text = (str(error).strip().splitlines() or [""])[0]
+        where = f" (traceback in {session.log_path})" if session.quiet else ""
+        session.console.line(f"warning: the run report could not be built: "
+                             f"{type(error).__name__}: {text}{where}")
+        return
+    session.console.line(f"Report: {path}")
+
+
+def report_main(args: argparse.Namespace) -> int:
+    """``report``: the latest run's HTML page; prints its path."""
+    import logging  # pylint: disable=import-outside-toplevel
+
+    from pipeline import run_report  # pylint: disable=import-outside-toplevel
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # TFMA's deprecation notes
+    config = configs.PipelineConfig(data_dir="", pipeline_name=args.pipeline_name,
+                                    output_root=args.output_root)
+    if not _is_remote(config.output_root) and not os.path.exists(config.metadata_path):
+        print(f"error: no metadata store at {config.metadata_path}: run the pipeline "
+              f"first (or give its --output-root)", file=sys.stderr)
+        return 2
+    try:
+        path = run_report.write_report(config)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"Report: {path}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-data":
         return check_data.main(args)
+    if args.command == "report":
+        return report_main(args)
     if args.command == "recommend":
         from pipeline import recommend  # pylint: disable=import-outside-toplevel
 
@@ -293,6 +349,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             except Exception as error:  # pylint: disable=broad-except  (a component failed)
                 session.error(error, details=True)
                 return 1
+            write_report(config, session)
     elif args.command == "compile":
         from pipeline import kubeflow  # pylint: disable=import-outside-toplevel
 

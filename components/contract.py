@@ -72,6 +72,10 @@ SEQUENCE_SHAPE_FILE = "sequence_shape.json"
 MAX_CONTEXT_LENGTH = "max_context_length"
 MAX_CONTEXT_MOVIE_GENRE_LENGTH = "max_context_movie_genre_length"
 STATISTICS_FILE = "statistics.json"
+# Beside statistics.json: small histograms of the kept ratings (per day, per user, per
+# movie), combined in the example generator's Beam pipeline (components/example_gen/
+# distributions.py); the run report draws them.
+DISTRIBUTIONS_FILE = "distributions.json"
 
 # --- The Trainer's export -----------------------------------------------------------------
 
@@ -79,6 +83,9 @@ EXTRA_ASSETS = "assets.extra"  # beside the SavedModel; TF Serving ignores it
 CANDIDATES_FILE = "candidates.npz"  # movie_ids [M], embeddings [M, D]
 RATED_FILE = "rated.npz"  # each user's movies in the examples (what serving leaves out)
 METRICS_FILE = "metrics.json"
+# metrics.json's per-epoch training figures: a list of {"epoch": 1, "loss": ..., ...}, one
+# per epoch, as Keras reported them (the run report's training curves).
+METRICS_HISTORY = "history"
 
 SERVING_SIGNATURE = "serving_default"
 TF_EXAMPLES_SIGNATURE = "serve_tf_examples"
@@ -105,6 +112,10 @@ EXCLUDE_INPUT = "exclude_movie_ids"
 MOVIE_IDS_OUTPUT = "movie_ids"
 TITLES_OUTPUT = "titles"
 SAVED_MODEL_FILE = "saved_model.pb"  # TF Serving loads a version once this is there
+
+# --- The run report (pipeline_runner.py report; pipeline/run_report.py) -------------------
+
+REPORT_DIR = "reports"  # under the output root: one self-contained HTML page per run
 
 # --- Model kinds ----------------------------------------------------------------------------
 

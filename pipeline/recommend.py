@@ -133,11 +133,13 @@ def query(model, inputs: Dict[str, np.ndarray], k: int,
 def recommend(serving_root: str, k: int = 10, user: Optional[int] = None,
               history: Optional[Sequence[int]] = None, model_name: Optional[str] = None,
               variant: str = SCANN, include_rated: bool = False, fallback: str = "error",
-              timestamp: Optional[int] = None):
+              timestamp: Optional[int] = None, loaded: Optional[Dict[str, object]] = None):
     """(model directory, recommendations, notes) for a user or a watch history.
 
     ``timestamp``: the query time, for models that read one (default: the user's latest
-    rating in the data, so a historical data set is queried within its own time span)."""
+    rating in the data, so a historical data set is queried within its own time span).
+    ``loaded``: models already loaded, by directory (filled here): several queries of one
+    model load it once."""
     from components.pusher import serving  # pylint: disable=import-outside-toplevel
 
     if (user is None) == (history is None):
@@ -191,8 +193,10 @@ def recommend(serving_root: str, k: int = 10, user: Optional[int] = None,
             timestamps=None if timestamp is None else [timestamp])
         if seen:
             notes.append(f"leaving out the {len(seen)} movies of the history")
-    model = load_model(path, variant)
-    return path, query(model, inputs, k, seen), notes
+    loaded = {} if loaded is None else loaded
+    if path not in loaded:
+        loaded[path] = load_model(path, variant)
+    return path, query(loaded[path], inputs, k, seen), notes
 
 
 def print_recommendations(path: str, recommendations: List[Recommendation],

@@ -1,7 +1,9 @@
 """What a local run did, read back from the ML Metadata store.
 
 After ``pipeline_runner.py run`` this prints, per component, whether it ran or came from
-the cache and where its outputs are, plus the example generator's statistics. The
+the cache and where its outputs are, plus the example generator's statistics.
+:func:`pipeline_runs` gives every run in the store the same way (the run report,
+pipeline/run_report.py, reads it). The
 artifacts are read through TFX's ``fileio``: their URIs may be on ``gs://``.
 """
 
@@ -31,11 +33,13 @@ _STATES = {
 }
 
 
-def _store(config: PipelineConfig) -> metadata_store.MetadataStore:
+def metadata_store_of(config: PipelineConfig) -> metadata_store.MetadataStore:
+    """The pipeline's ML Metadata store (SQLite)."""
     return metadata_store.MetadataStore(
         metadata.sqlite_metadata_connection_config(config.metadata_path))
 
 
+<<<<<<< HEAD
 def latest_run(config: PipelineConfig) -> List[Dict]:
     """Executions of the newest pipeline run: node id, state, output URIs by key, and
     the execution's id in the store."""
@@ -44,13 +48,18 @@ def latest_run(config: PipelineConfig) -> List[Dict]:
     if not runs:
         return []
     run = max(runs, key=lambda context: context.create_time_since_epoch)
+=======
+def _executions(store: metadata_store.MetadataStore, run: metadata_store_pb2.Context,
+                prefix: str) -> List[Dict]:
+    """The executions of one pipeline run (see :func:`pipeline_runs`)."""
+>>>>>>> report
     executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
-    prefix = config.pipeline_name + "."
     result = []
     for execution in executions:
         nodes = [c.name for c in store.get_contexts_by_execution(execution.id)
                  if c.name.startswith(prefix)]
         outputs: Dict[str, List[str]] = {}
+        artifacts_by_key: Dict[str, List[metadata_store_pb2.Artifact]] = {}
         events = [e for e in store.get_events_by_execution_ids([execution.id])
                   if e.type in (metadata_store_pb2.Event.OUTPUT,
                                 metadata_store_pb2.Event.DECLARED_OUTPUT)]
@@ -59,21 +68,50 @@ def latest_run(config: PipelineConfig) -> List[Dict]:
         for event in events:
             key = event.path.steps[0].key if event.path.steps else "output"
             outputs.setdefault(key, []).append(artifacts[event.artifact_id].uri)
+            artifacts_by_key.setdefault(key, []).append(artifacts[event.artifact_id])
         result.append({
             "node": nodes[0][len(prefix):] if nodes else execution.name,
             "state": _STATES.get(execution.last_known_state, str(execution.last_known_state)),
             "outputs": outputs,
+<<<<<<< HEAD
             "id": execution.id,
+=======
+            "artifacts": artifacts_by_key,  # the MLMD Artifacts behind ``outputs``
+>>>>>>> report
         })
     return result
 
 
+def pipeline_runs(config: PipelineConfig,
+                  store: Optional[metadata_store.MetadataStore] = None) -> List[Dict]:
+    """Every run of the pipeline in the metadata store, oldest first: ``{"run": the run
+    context's name, "time": its creation (Unix seconds), "executions": [...]}``, the
+    executions as :func:`latest_run` gives them."""
+    store = store or metadata_store_of(config)
+    prefix = config.pipeline_name + "."
+    contexts = sorted(store.get_contexts_by_type("pipeline_run"),
+                      key=lambda context: (context.create_time_since_epoch, context.id))
+    return [{"run": context.name, "time": context.create_time_since_epoch / 1000.0,
+             "executions": _executions(store, context, prefix)} for context in contexts]
+
+
+def latest_run(config: PipelineConfig) -> List[Dict]:
+    """Executions of the newest pipeline run: node id, state, output URIs by key (and the
+    output artifacts by key)."""
+    store = metadata_store_of(config)
+    runs = list(store.get_contexts_by_type("pipeline_run"))
+    if not runs:
+        return []
+    run = max(runs, key=lambda context: context.create_time_since_epoch)
+    return _executions(store, run, config.pipeline_name + ".")
+
+
 # The figures a model summary shows, in this order, when the metrics have them.
-_SUMMARY_METRICS = ("top_10", "top_100", "top_10_excluding_rated", "top_100_excluding_rated",
+SUMMARY_METRICS = ("top_10", "top_100", "top_10_excluding_rated", "top_100_excluding_rated",
                     "rmse", "mean_rating_rmse")
 
 
-def _read_json(path: str) -> Optional[Dict]:
+def read_json(path: str) -> Optional[Dict]:
     """The JSON file at ``path`` on any file system, or None if there is none."""
     if not fileio.exists(path):
         return None
@@ -83,7 +121,7 @@ def _read_json(path: str) -> Optional[Dict]:
 
 def model_summary(metrics: Dict) -> str:
     """One line of a Trainer's eval metrics (metrics.json)."""
-    shown = [f"{name}={metrics[name]:.4f}" for name in _SUMMARY_METRICS if name in metrics]
+    shown = [f"{name}={metrics[name]:.4f}" for name in SUMMARY_METRICS if name in metrics]
     return " ".join(shown) + f" ({metrics.get('train_seconds', '?')} s training)"
 
 
@@ -113,7 +151,7 @@ def blessing_summary(blessing_uri: str) -> str:
 
 def push_summary(pushed_model_uri: str) -> str:
     """A Pusher's outcome (its push.json)."""
-    push = _read_json(os.path.join(pushed_model_uri, PUSH_FILE))
+    push = read_json(os.path.join(pushed_model_uri, PUSH_FILE))
     if push is None:
         return "push: unknown"
     if not push.get("pushed"):
@@ -128,13 +166,13 @@ def _details(execution: Dict) -> List[str]:
     """What a component's outputs say: eval metrics, verdict, push, data figures."""
     outputs, details = execution["outputs"], []
     for uri in outputs.get("model_run", []):
-        metrics = _read_json(os.path.join(uri, contract.METRICS_FILE))
+        metrics = read_json(os.path.join(uri, contract.METRICS_FILE))
         if metrics is not None:
             details.append(f"eval: {model_summary(metrics)}")
     details += [blessing_summary(uri) for uri in outputs.get("blessing", [])]
     details += [push_summary(uri) for uri in outputs.get("pushed_model", [])]
     for uri in outputs.get(contract.STATISTICS, []):
-        statistics = _read_json(os.path.join(uri, contract.STATISTICS_FILE))
+        statistics = read_json(os.path.join(uri, contract.STATISTICS_FILE))
         if statistics is not None:
             details.append(generate.summary_line(statistics))
     return details

@@ -346,6 +346,61 @@ def degraded_run(served_pipeline):
     return runs
 
 
+GROWN_RATINGS = 3000
+
+
+def grow_data(data_dir: str, grown_dir: str, seed: int = 11) -> int:
+    """Copies the 100K-layout ``data_dir`` and appends GROWN_RATINGS new ratings of known
+    users and movies, later than every existing one. Returns how many lines were added."""
+    import random
+
+    shutil.copytree(data_dir, grown_dir)
+    with open(os.path.join(grown_dir, "u.data")) as handle:
+        rows = [line.split("\t") for line in handle.read().splitlines() if line]
+    users = sorted({int(r[0]) for r in rows})
+    movies = sorted({int(r[1]) for r in rows})
+    seen = {(int(r[0]), int(r[1])) for r in rows}
+    latest = max(int(r[3]) for r in rows)
+    rng = random.Random(seed)
+    added = []
+    while len(added) < GROWN_RATINGS:
+        pair = (rng.choice(users), rng.choice(movies))
+        if pair not in seen:
+            seen.add(pair)
+            latest += rng.randint(1, 600)
+            added.append(f"{pair[0]}\t{pair[1]}\t{rng.choice([3, 4, 4, 5, 5])}\t{latest}\n")
+    with open(os.path.join(grown_dir, "u.data"), "a") as handle:
+        handle.writelines(added)
+    return len(added)
+
+
+@pytest.fixture(scope="session")
+def retrained(served_pipeline, tmp_path_factory):
+    """Periodic retraining: a copy of the served pipeline's outputs (metadata, serving
+    root), then ``run`` of the retrieval model on the grown data (GROWN_RATINGS more
+    ratings) into that copy, so one metadata store holds both runs; the served
+    pipeline's own outputs, which other tests check, stay as they were. Returns
+    (served runs, the second run's config, its executions by node, the retrieval model's
+    pushed versions before it). test_retraining and test_run_report read it."""
+    import pipeline_runner
+    from components.pusher import publishing
+
+    runs = served_pipeline
+    workdir = tmp_path_factory.mktemp("retrain")
+    output_root = str(workdir / "outputs")
+    shutil.copytree(runs.config.output_root, output_root)
+    data_dir = runs.argv[runs.argv.index("--data-dir") + 1]
+    grow_data(data_dir, str(workdir / "grown"))
+    argv = list(runs.argv)
+    argv[argv.index("--data-dir") + 1] = str(workdir / "grown")
+    argv[argv.index("--output-root") + 1] = output_root
+    argv += ["--models", "retrieval"]
+    config = pipeline_runner.config_from_args(pipeline_runner.build_parser().parse_args(argv))
+    serving_before = publishing.versions(os.path.join(config.serving_root, "retrieval"))
+    executions = {e["node"]: e for e in pipeline_runner.run(config)}
+    return runs, config, executions, serving_before
+
+
 # ---------------------------------------------------------------------------------------
 # Tiers: `make test-fast` runs `-m "not e2e"`. A test is e2e when it runs the whole
 # pipeline (LocalDagRunner, the Vertex emulator, a CLI run), directly or through one of
@@ -360,7 +415,7 @@ E2E_MODULES = {"test_pipeline", "test_retraining", "test_interruption",
 # together to one worker, so that its runs happen once. Slow modules are dealt first, so
 # that no worker is left with one of them at the end.
 SERVED_MODULES = {"test_console_output", "test_evaluator", "test_pipeline", "test_pusher",
-                  "test_recommend", "test_retraining", "test_settings"}
+                  "test_recommend", "test_retraining", "test_run_report", "test_settings"}
 SERVED_GROUP = "served_pipeline"
 _SLOW_FIRST = (SERVED_GROUP, "test_vertex_entrypoint", "test_validation",
                "test_interruption", "test_models", "test_example_gen")

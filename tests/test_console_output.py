@@ -165,3 +165,6 @@ def test_run_prints_little_and_logs_the_rest(served_pipeline):
             assert any(re.fullmatch(line, printed_line) for printed_line in printed), printed
     assert any(line.startswith("Pipeline ") and " finished in " in line for line in printed)
     assert any("eval: " in line for line in printed)
+    reports = [line[len("Report: "):] for line in printed if line.startswith("Report: ")]
+    assert len(reports) == 1 and os.path.isfile(reports[0]), printed  # run_report.py
+    assert not any(line.startswith("warning:") for line in printed), printed

@@ -114,8 +114,9 @@ def runs(remote, local_data, tmp_path_factory):
 
 def test_remote_run_writes_only_through_the_file_systems(runs):
     assert os.listdir(runs["workdir"]) == []
-    assert runs["remote"]["statistics_files"] == [contract.STATISTICS_FILE]
-    assert runs["local"]["statistics_files"] == [contract.STATISTICS_FILE]
+    written = sorted([contract.DISTRIBUTIONS_FILE, contract.STATISTICS_FILE])
+    assert runs["remote"]["statistics_files"] == written
+    assert runs["local"]["statistics_files"] == written
 
 
 @pytest.mark.parametrize("kind", ["sequence_examples", "rating_examples"])

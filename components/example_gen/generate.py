@@ -9,6 +9,7 @@ The pipeline (:func:`build_pipeline`) runs on whatever Beam runner it is given. 
   (user, events) --GroupByKey--> UserExamplesFn --> framed TFRecords per kind and split
   --> gzipped TFRecords under <output>/Split-train/ and Split-eval/
   counts --combiners--> statistics.json; movie and user counts --> vocabulary files
+  per-user counts by day / movie / activity --combiners--> distributions.json
 
 Every file, in the pipeline and after it (statistics, vocabulary text files), is reached
 through Beam's ``FileSystems``, like the workers' reads in data/movielens.py: the data
@@ -26,7 +27,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from components import contract
-from components.example_gen import parsing, records, transforms, vocabularies
+from components.example_gen import (distributions, parsing, records, transforms,
+                                    vocabularies)
 from components.example_gen.config import ExampleGenConfig
 from data import movielens, rating_lines
 
@@ -108,7 +110,8 @@ def build_pipeline(
                 | "GroupByUser" >> beam.GroupByKey()
                 | "UserExamples" >> beam.ParDo(examples_fn, cutoffs=cutoffs).with_outputs(
                     examples_fn.STATS, examples_fn.DROPPED, examples_fn.MOVIE_COUNTS,
-                    examples_fn.USER_COUNTS, *examples_fn.OUTPUTS))
+                    examples_fn.USER_COUNTS, examples_fn.DISTRIBUTION,
+                    *examples_fn.OUTPUTS))
     for kind, uri in ((transforms.SEQUENCE, paths.sequence_examples),
                       (transforms.RATING, paths.rating_examples)):
         for split in transforms.SPLITS:
@@ -125,6 +128,14 @@ def build_pipeline(
                   | "UserCountList" >> beam.combiners.ToList()
                   | "UserVocabulary" >> beam.Map(vocabularies.user_vocabulary_text))
     _write_text(user_lines, FileSystems.join(paths.vocabulary, contract.USERS_FILE), "WriteUsers")
+
+    # Distributions of the kept ratings (per day, user, movie): each user's small dict of
+    # counts, summed; no step sees the ratings themselves (distributions.py).
+    spread = (examples[examples_fn.DISTRIBUTION]
+              | "SumDistributions" >> beam.CombineGlobally(transforms.SumCountsFn())
+              | "Distributions" >> beam.Map(distributions.distributions_json))
+    _write_text(spread, FileSystems.join(paths.statistics, contract.DISTRIBUTIONS_FILE),
+                "WriteDistributions")
 
     # Statistics: counts summed by name, plus a few samples of each kind of dropped line.
     counts = ((parsed[parse.STATS], examples[examples_fn.STATS])

@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from components import contract
 from components.example_gen import config as config_lib
+from components.example_gen import distributions
 from components.example_gen.parsing import PAD_MOVIE_ID, DroppedLine, Events, MovieCatalogue
 from components.example_gen.records import encode_examples, frame_tfrecords
 from data import movielens
@@ -249,7 +250,9 @@ class UserExamplesFn(beam.DoFn):
     ``ratings_below_min_rating``; ``dropped_duplicate_rating``; examples per kind and
     split); ``dropped``: a DroppedLine per duplicate; ``movie_counts``: movie id -> the
     user's ratings in the timelines, for the movie vocabulary; ``user_counts``: (user id,
-    kept ratings), for the user vocabulary. The main output is unused.
+    kept ratings), for the user vocabulary; ``distribution``: the user's kept ratings per
+    day and movie, and activity bin (components/example_gen/distributions.py). The main
+    output is unused.
 
     One grouping per user serves both kinds of examples, so the data is shuffled once.
     """
@@ -258,6 +261,7 @@ class UserExamplesFn(beam.DoFn):
     DROPPED = "dropped"
     MOVIE_COUNTS = "movie_counts"
     USER_COUNTS = "user_counts"
+    DISTRIBUTION = "distribution"
     OUTPUTS = tuple(f"{kind}_{split}" for kind in KINDS for split in SPLITS)
 
     def __init__(self, layout: movielens.Layout, params: config_lib.ExampleGenConfig):
@@ -292,6 +296,8 @@ class UserExamplesFn(beam.DoFn):
             f"dropped_{movielens.DUPLICATE_RATING}": len(duplicates)}
         yield beam.pvalue.TaggedOutput(self.USER_COUNTS, (user_id, len(events)))
         yield beam.pvalue.TaggedOutput(self.MOVIE_COUNTS, count_values(events.movie[in_timeline]))
+        yield beam.pvalue.TaggedOutput(
+            self.DISTRIBUTION, distributions.user_counts(events.movie, events.timestamp))
 
         user = self._users.get(user_id)
         with_user_features = self._layout.users_path is not None

@@ -25,8 +25,8 @@ from components import contract
 from components.pusher import publishing
 
 PUSH_FILE = "push.json"
-_PUSHED = "pushed"
-_PUSHED_VERSION = "pushed_version"
+PUSHED_PROPERTY = "pushed"  # custom properties of the pushed_model artifact (as TFX's
+PUSHED_VERSION_PROPERTY = "pushed_version"  # Pusher's; the run report reads them)
 _PUSHED_DESTINATION = "pushed_destination"
 _BLESSED = "blessed"
 
@@ -172,9 +172,10 @@ class Executor(base_executor.BaseExecutor):
             max_k=int(exec_properties["max_k"]),
             scann_overrides=json.loads(exec_properties.get("scann_overrides") or "{}"),
             source=model.uri)
-        pushed_model.set_int_custom_property(_PUSHED, int(result["pushed"]))
+        pushed_model.set_int_custom_property(PUSHED_PROPERTY, int(result["pushed"]))
         if result["pushed"]:
-            pushed_model.set_string_custom_property(_PUSHED_VERSION, str(result["version"]))
+            pushed_model.set_string_custom_property(PUSHED_VERSION_PROPERTY,
+                                                    str(result["version"]))
             pushed_model.set_string_custom_property(
                 _PUSHED_DESTINATION, result["destinations"]["brute_force"])
         else:

@@ -1,9 +1,11 @@
 """The Trainer's progress callback: one :func:`components.progress.report_epoch` per epoch
-(the console of a local run shows it; see components/progress.py)."""
+(the console of a local run shows it; see components/progress.py), and the per-epoch
+figures as metrics.json records them."""
 
 from __future__ import annotations
 
 import time
+from typing import Dict, List, Mapping, Sequence
 
 import components  # noqa: F401  (Keras 2 before TensorFlow)
 
@@ -25,3 +27,13 @@ class EpochProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         progress.report_epoch(self._name, epoch + 1, int(self.params.get("epochs") or 0),
                               time.time() - self._started, logs or {})
+
+
+def epoch_history(history: Mapping[str, Sequence[float]]) -> List[Dict[str, float]]:
+    """Keras' ``History.history`` ({metric: [value per epoch]}) as one dict per epoch:
+    ``[{"epoch": 1, "loss": ..., ...}, ...]`` (metrics.json's ``history``)."""
+    epochs = max((len(values) for values in history.values()), default=0)
+    return [{"epoch": epoch + 1, **{name: float(values[epoch])
+                                    for name, values in sorted(history.items())
+                                    if epoch < len(values)}}
+            for epoch in range(epochs)]

@@ -13,7 +13,9 @@ What lands where (file names from components/contract.py):
       sequence_shape.json             examples' padded lengths
       rated.npz                       each user's movies in the examples (both splits)
                                       and latest timestamp (what serving leaves out)
-      metrics.json                    the eval-split metrics below, and the hyperparameters
+      metrics.json                    the eval-split metrics below, the hyperparameters
+                                      and ``history``: the training loss and metrics of
+                                      each epoch (contract.METRICS_HISTORY)
   <model_run>/                        TensorBoard logs and the same metrics.json
 
 Files go through ``tf.io.gfile``: on Kubeflow / Vertex AI the artifacts are on ``gs://``.
@@ -115,13 +117,16 @@ def run_fn(fn_args) -> None:
     train_steps = config.get(TRAIN_STEPS_CONFIG)
     if train_steps is not None:  # the first train_steps batches, once (0: untrained)
         train_data = train_data.take(int(train_steps))
+    history = {}
     if train_steps != 0:
-        model.fit(train_data, epochs=1 if train_steps is not None else hparams.epochs,
-                  verbose=0, callbacks=[
-                      keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
-                      progress.EpochProgress(hparams.model)])
+        history = model.fit(
+            train_data, epochs=1 if train_steps is not None else hparams.epochs,
+            verbose=0, callbacks=[
+                keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+                progress.EpochProgress(hparams.model)]).history
     metrics = evaluate(model, hparams, vocabulary, fn_args.train_files, fn_args.eval_files)
     metrics["train_seconds"] = round(time.time() - started, 1)
+    metrics[contract.METRICS_HISTORY] = progress.epoch_history(history)
     metrics["hparams"] = hparams.to_dict()
     logging.info("%s eval metrics: %s", hparams.model, json.dumps(metrics, sort_keys=True))
     _write_metrics(fn_args.model_run_dir, metrics)
