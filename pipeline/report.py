@@ -39,20 +39,9 @@ def metadata_store_of(config: PipelineConfig) -> metadata_store.MetadataStore:
         metadata.sqlite_metadata_connection_config(config.metadata_path))
 
 
-<<<<<<< HEAD
-def latest_run(config: PipelineConfig) -> List[Dict]:
-    """Executions of the newest pipeline run: node id, state, output URIs by key, and
-    the execution's id in the store."""
-    store = _store(config)
-    runs = [c for c in store.get_contexts_by_type("pipeline_run")]
-    if not runs:
-        return []
-    run = max(runs, key=lambda context: context.create_time_since_epoch)
-=======
 def _executions(store: metadata_store.MetadataStore, run: metadata_store_pb2.Context,
                 prefix: str) -> List[Dict]:
     """The executions of one pipeline run (see :func:`pipeline_runs`)."""
->>>>>>> report
     executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
     result = []
     for execution in executions:
@@ -73,11 +62,8 @@ def _executions(store: metadata_store.MetadataStore, run: metadata_store_pb2.Con
             "node": nodes[0][len(prefix):] if nodes else execution.name,
             "state": _STATES.get(execution.last_known_state, str(execution.last_known_state)),
             "outputs": outputs,
-<<<<<<< HEAD
-            "id": execution.id,
-=======
             "artifacts": artifacts_by_key,  # the MLMD Artifacts behind ``outputs``
->>>>>>> report
+            "id": execution.id,  # the execution's id in the store
         })
     return result
 
@@ -97,7 +83,7 @@ def pipeline_runs(config: PipelineConfig,
 
 def latest_run(config: PipelineConfig) -> List[Dict]:
     """Executions of the newest pipeline run: node id, state, output URIs by key (and the
-    output artifacts by key)."""
+    output artifacts by key), the execution's id in the store."""
     store = metadata_store_of(config)
     runs = list(store.get_contexts_by_type("pipeline_run"))
     if not runs:
