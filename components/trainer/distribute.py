@@ -65,10 +65,13 @@ def build_and_fit(hparams: HParams, vocabulary: Vocabulary, train_files,
     movie_counts = None
     if hparams.kind.retrieves and hparams.samples_softmax(vocabulary.num_movies):
         movie_counts = sampling.training_movie_counts(hparams, vocabulary, train_files)
+    train_data = inputs.input_dataset(step_hparams, vocabulary, train_files, training=True)
     with strategy.scope():
         model = models.compile_model(models.build_model(
             step_hparams, vocabulary, timestamp_stats, movie_counts), step_hparams)
-    train_data = inputs.input_dataset(step_hparams, vocabulary, train_files, training=True)
+        # Keras layers create their variables at the first call: make it here, so that
+        # every variable belongs to the strategy whatever touches the model first.
+        model.compute_loss(next(iter(train_data)), training=True)
     if train_steps is not None:
         train_data = train_data.take(int(train_steps))
     if train_steps != 0:

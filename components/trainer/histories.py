@@ -32,10 +32,17 @@ class UserHistory:
     def __len__(self) -> int:
         return int(self.user_ids.shape[0])
 
-    def get(self, user: int, default=None) -> Optional[np.ndarray]:
-        """int64 ``[n]``: the values of ``user`` (``default`` for an unknown user)."""
+    def position(self, user: int) -> Optional[int]:
+        """The row of ``user`` in ``user_ids`` (binary search), None if absent."""
         position = int(np.searchsorted(self.user_ids, user))
         if position >= len(self) or self.user_ids[position] != user:
+            return None
+        return position
+
+    def get(self, user: int, default=None) -> Optional[np.ndarray]:
+        """int64 ``[n]``: the values of ``user`` (``default`` for an unknown user)."""
+        position = self.position(user)
+        if position is None:
             return default
         return self.values[self.row_splits[position]:self.row_splits[position + 1]]
 
