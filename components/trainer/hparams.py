@@ -53,11 +53,12 @@ class HParams:
         pool of ``num_sampled_negatives`` shared negatives, log-Q corrected with the
         movies' popularity in the training data (components/trainer/sampling.py), so a
         step costs ``batch_size x (batch_size + num_sampled_negatives)`` whatever ``M``.
-        Default 3,000: where a full-softmax step of the retrieval preset costs what a
-        sampled one does (74 ms at 1,682 movies, 239 ms at 3,706, 881 ms at 10,000,
-        against ~190-330 ms sampled), with top-100 within 0.003 of the full softmax on
-        ML-100K (``benchmarks/sampled_softmax.py``, benchmarks/README.md). ML-100K's
-        1,682 movies keep the full softmax.
+        Default 5,000, by ``benchmarks/sampled_softmax.py`` (benchmarks/README.md): a
+        full-softmax step of the retrieval preset costs 74 ms at 1,682 movies, 239 ms at
+        3,706, 426 ms at 5,000 and 881 ms at 10,000, a sampled one ~190-330 ms at any
+        size; at 3,706 (ML-1M) the per-step gain did not show in the training time, so
+        from 5,000 up. Quality: top-100 within 0.003 of the full softmax on ML-100K and
+        on ML-1M-shaped data. ML-100K and ML-1M keep the full softmax.
       num_sampled_negatives: ``N``, the shared negatives drawn per step (with
         replacement, in proportion to training popularity) whenever the model trains
         with sampled softmax (``full_softmax`` off, or the catalogue is large); 0: in-batch
@@ -114,7 +115,7 @@ class HParams:
     use_title: bool = False
     use_genres: bool = False
     full_softmax: bool = False
-    sampled_softmax_min_catalogue: int = 3_000
+    sampled_softmax_min_catalogue: int = 5_000
     num_sampled_negatives: int = 1024
     logq_correction: bool = True
     remove_accidental_hits: bool = True

@@ -58,16 +58,18 @@ def evaluate(model, hparams: HParams, vocabulary: Vocabulary,
     ``eval_sampled_users`` and ``eval_sample_seed``)."""
     kind = hparams.kind
     eval_data = inputs.input_dataset(hparams, vocabulary, eval_files, training=False)
+    history_data = inputs.input_dataset(hparams, vocabulary, train_files, training=False)
     metrics: Dict[str, Any] = {}
     if 0 < hparams.eval_sample_users < vocabulary.num_users:
         users = np.random.default_rng(hparams.seed).choice(
             vocabulary.user_ids, hparams.eval_sample_users, replace=False)
-        eval_data = evaluation.sample_users(eval_data, users, hparams.eval_batch_size)
+        eval_data, history_data = (
+            evaluation.sample_users(data, users, hparams.eval_batch_size)
+            for data in (eval_data, history_data))
         metrics.update(eval_sampled_users=len(users), eval_sample_seed=hparams.seed)
     if kind.rates:
         metrics.update(evaluation.evaluate_ranking(model, eval_data))  # call() gives stars
     if kind.retrieves:
-        history_data = inputs.input_dataset(hparams, vocabulary, train_files, training=False)
         history = evaluation.user_history(history_data, vocabulary, kind.history_keys)
         metrics.update(evaluation.evaluate_retrieval(
             model, eval_data, vocabulary, hparams.top_ks, history=history))
