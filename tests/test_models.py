@@ -685,6 +685,9 @@ after = float(model.compute_loss(probe, training=True))
 export.save(export.export_module(model, hparams, vocab, SliceSpec(),
                                  evaluation.catalogue_embeddings(model.candidate_tower, vocab)),
             export_dir)
+ranking = distribute.build_and_fit(  # Keras' own mean losses refuse a strategy
+    hp.HParams.from_dict({"model": "ranking", "embedding_dim": 8}), vocab, train, mirrored,
+    train_steps=3)
 loaded = tf.saved_model.load(export_dir)
 served = loaded.signatures[contract.SERVING_SIGNATURE](**users)[contract.QUERY_EMBEDDING]
 print(json.dumps({
@@ -692,6 +695,7 @@ print(json.dumps({
     "learning_rate": model.hparams.learning_rate, "before": before, "after": after,
     "same_init": float(np.abs(initial[0] - initial[1]).max()),
     "export_error": float(np.abs(served.numpy() - model.query_tower(users).numpy()).max()),
+    "ranking_batch": ranking.hparams.batch_size,
 }))
 """
 
@@ -700,7 +704,7 @@ def test_mirrored_strategy_on_two_logical_cpus(data, tmp_path):
     """MirroredStrategy over two logical CPUs (configured before TensorFlow initialises,
     hence a subprocess): global batch and learning rate scaled by 2, the same
     initialization as the default strategy, the loss falls, the export serves the
-    trained model's answers."""
+    trained model's answers; a ranking model (mean-squared-error loss) trains too."""
     import json
     import os
     import subprocess
@@ -719,3 +723,4 @@ def test_mirrored_strategy_on_two_logical_cpus(data, tmp_path):
     assert result["same_init"] < 1e-6
     assert result["after"] < 0.98 * result["before"]
     assert result["export_error"] < 1e-5
+    assert result["ranking_batch"] == 2 * hp.preset("ranking").batch_size

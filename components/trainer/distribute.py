@@ -10,9 +10,11 @@
   movies' training popularity for sampled softmax), the model built and compiled in the
   strategy's scope, then ``fit``.
 
-Regularization losses are added once per replica and the gradients summed over replicas:
-``models._Model.train_step`` divides them by ``R`` so that the penalty per global step is
-the single-device one.
+The replicas' gradients are summed. So the retrieval loss (a sum over the batch, as
+TFRS's) becomes the sum over the global batch; the rating loss is averaged over the global
+batch (``tasks.GlobalMeanSquaredError``); regularization losses, added once per replica,
+are divided by ``R`` in ``models._Model.train_step``, so that the penalty per global
+step is the single-device one.
 """
 
 from __future__ import annotations
@@ -71,7 +73,10 @@ def build_and_fit(hparams: HParams, vocabulary: Vocabulary, train_files,
             step_hparams, vocabulary, timestamp_stats, movie_counts), step_hparams)
         # Keras layers create their variables at the first call: make it here, so that
         # every variable belongs to the strategy whatever touches the model first.
-        model.compute_loss(next(iter(train_data)), training=True)
+        batch = next(iter(train_data))
+        model(batch)
+        if hparams.kind.retrieves:
+            model.candidate_tower(batch[hparams.kind.label_key])
     if train_steps is not None:
         train_data = train_data.take(int(train_steps))
     if train_steps != 0:

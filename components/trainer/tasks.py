@@ -4,7 +4,8 @@
   scalar loss: full softmax over the catalogue, or sampled softmax (in-batch negatives
   plus a shared pool, components/trainer/sampling.py) with log-Q correction; top-K
   metrics over the whole catalogue (:class:`CatalogueTopK`).
-* :func:`ranking_task` -- MSE on ratings ``[B]``, RMSE metric.
+* :func:`ranking_task` -- MSE on ratings ``[B]`` (over the global batch under a
+  ``tf.distribute`` strategy: :class:`GlobalMeanSquaredError`), RMSE metric.
 * the rating head (:func:`rating_head`, :class:`RatingBiases`, :func:`raw_rating`) that
   the ranking and multitask models share.
 """
@@ -150,9 +151,25 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.base.Task):
         return tf.reduce_sum(losses * weight)
 
 
+class GlobalMeanSquaredError(keras.losses.Loss):
+    """``(ratings [B], predictions [B])`` -> scalar: the squared error averaged over the
+    *global* batch -- each replica's sum over its ``B`` examples divided by ``B x R`` --
+    so that the ``R`` replicas' summed gradients are the gradient of the global mean
+    (Keras refuses its own mean-reducing losses outside ``compile`` under a
+    ``tf.distribute`` strategy). On one device (``R = 1``): the plain mean."""
+
+    def __init__(self, name: str = "mean_squared_error"):
+        super().__init__(reduction=keras.losses.Reduction.SUM, name=name)
+
+    def call(self, y_true, y_pred):
+        errors = tf.square(y_pred - tf.cast(y_true, y_pred.dtype))
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return errors / tf.cast(tf.size(errors) * replicas, errors.dtype)
+
+
 def ranking_task() -> tfrs.tasks.Ranking:
     return tfrs.tasks.Ranking(
-        loss=keras.losses.MeanSquaredError(),
+        loss=GlobalMeanSquaredError(),
         metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])
 
 
