@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "./<pipeline-name>.json for a remote output root)")
     _add_data_options(compile_)
     _add_pipeline_options(compile_)
+    options.add_dataclass_options(
+        compile_.add_argument_group("Vertex AI Training (--target vertex)"),
+        configs.VertexTrainingConfig)
 
     schedule = commands.add_parser(
         "schedule", help="schedule periodic retraining on Vertex AI",
@@ -215,6 +218,10 @@ def settings_from_args(args: argparse.Namespace):
 def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
     """Resolves the data (download if asked) and builds the one PipelineConfig."""
     example_gen, training, evaluation, serving = settings_from_args(args)  # fail first
+    vertex_training = configs.VertexTrainingConfig(
+        **options.given_values(args, configs.VertexTrainingConfig))
+    if vertex_training.vertex_training and getattr(args, "target", None) != "vertex":
+        raise ValueError("--vertex-training needs compile --target vertex")
     if not _is_remote(args.output_root):  # a file, unwritable, /proc: one clear line
         output_dirs.ensure_writable_dir(args.output_root, "--output-root")
     if _is_remote(args.data_dir) and args.command == "compile":
@@ -239,6 +246,7 @@ def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
         training=training,
         evaluation=evaluation,
         serving=serving,
+        vertex_training=vertex_training,
     )
     if args.beam_arg:
         fields["beam_pipeline_args"] = tuple(args.beam_arg)

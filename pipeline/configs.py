@@ -16,9 +16,10 @@ from components import contract
 from components.evaluator.gates import EvaluationConfig
 from components.example_gen.config import ExampleGenConfig
 from components.trainer.hparams import HParams
+from components.trainer.vertex import VertexTrainingConfig
 
 __all__ = ["EvaluationConfig", "ExampleGenConfig", "PipelineConfig", "ServingConfig",
-           "TrainingConfig"]
+           "TrainingConfig", "VertexTrainingConfig"]
 
 DEFAULT_PIPELINE_NAME = "movielens-recommender"  # Kubeflow needs [a-z0-9-]
 DEFAULT_OUTPUT_ROOT = "outputs"
@@ -89,6 +90,8 @@ class PipelineConfig:
       all live under it.
     beam_pipeline_args: Beam options for every Beam-based component. The default runs
       Beam's DirectRunner in multi-processing mode on all cores.
+    vertex_training: where compiled Trainers train (Vertex AI Training jobs or their own
+      task; components/trainer/vertex.py). Local runs ignore it.
     """
 
     data_dir: str
@@ -104,6 +107,8 @@ class PipelineConfig:
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
+    vertex_training: VertexTrainingConfig = dataclasses.field(
+        default_factory=VertexTrainingConfig)
 
     @property
     def pipeline_root(self) -> str:

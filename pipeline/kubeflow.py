@@ -4,6 +4,8 @@
 Kubeflow Pipelines v2 and Vertex AI Pipelines run. Every component runs in ``image``,
 which must hold this repository and its locked dependencies (see ``Dockerfile``).
 Beam-based components take ``config.beam_pipeline_args``, e.g. DataflowRunner options.
+With ``config.vertex_training`` on, each Trainer task starts a Vertex AI Training job in
+``image`` on the configured machine and accelerators (components/trainer/vertex.py).
 
 The example generator's cache key: the backend runs
 components/example_gen/vertex_driver.py before the cache check of MovieLensExampleGen
@@ -22,6 +24,7 @@ credentials are available; otherwise it writes the request it would have sent an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any, Dict, Iterable, Optional
@@ -37,6 +40,8 @@ def compile_pipeline(config: PipelineConfig, image: str, output_path: str) -> st
     from tfx.v1.orchestration.experimental import (KubeflowV2DagRunner,
                                                    KubeflowV2DagRunnerConfig)
 
+    config = dataclasses.replace(config, vertex_training=dataclasses.replace(
+        config.vertex_training, image=image))  # a Vertex training job runs the same image
     output_dir, output_filename = os.path.split(os.path.abspath(output_path))
     os.makedirs(output_dir, exist_ok=True)
     runner = KubeflowV2DagRunner(

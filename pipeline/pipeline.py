@@ -88,6 +88,7 @@ def create_components(config: PipelineConfig,
             vocabulary=example_gen.outputs[contract.VOCABULARY],
             hparams=config.training.model_hparams(name),
             run_config=run_config,
+            vertex_config=None if local else config.vertex_training.custom_config(),
         ).with_id(f"{name.capitalize()}Trainer"))
         trainers[-1].add_upstream_nodes(gates)  # no Trainer before the data passed
         trainers.extend(_evaluate_and_push(config, name, trainers[-1], examples, local))

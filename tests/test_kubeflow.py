@@ -164,3 +164,50 @@ def test_driver_writes_the_datas_fingerprint_as_the_examplegens_parameter(tmp_pa
         _executor_input(remote + "b/ml-1m", remote_output)) == expected
     with fileio.open(remote_output) as handle:
         assert json.load(handle)["parameterValues"] == {"input_fingerprint": expected}
+
+
+def test_vertex_training_jobs_in_the_compiled_trainers(tmp_path):
+    """``--vertex-training``: each Trainer task runs TFX's AI Platform Trainer executor
+    around ours, with the Vertex CustomJob of the machine, accelerators and image asked
+    for. (Nothing can run on Vertex AI here: the compiled spec is what is checked.)"""
+    from tfx.extensions.google_cloud_ai_platform import constants
+    from tfx.extensions.google_cloud_ai_platform.trainer import executor as cloud_executor
+
+    from components.trainer import vertex
+
+    assert vertex.TRAINING_ARGS_KEY == cloud_executor.TRAINING_ARGS_KEY
+    assert vertex.ENABLE_VERTEX_KEY == constants.ENABLE_VERTEX_KEY
+    assert vertex.VERTEX_REGION_KEY == constants.VERTEX_REGION_KEY
+    output = tmp_path / "spec.json"
+    assert pipeline_runner.main([
+        "compile", "--target", "vertex", "--image", "gcr.io/p/movielens:gpu",
+        "--data-dir", "gs://b/d", "--models", "retrieval,ranking", "--output", str(output),
+        "--vertex-training", "true", "--vertex-project", "p", "--vertex-region", "europe-west4",
+        "--vertex-machine-type", "n1-standard-16", "--vertex-accelerator-type",
+        "NVIDIA_TESLA_T4", "--vertex-accelerator-count", "2"]) == 0
+    spec = json.loads(output.read_text())["pipelineSpec"]
+    executors = spec["deploymentSpec"]["executors"]
+    for name in ("Retrieval", "Ranking"):
+        container = executors[f"{name}Trainer_executor"]["container"]
+        assert "components.trainer.component.VertexExecutor" in json.dumps(container)
+        parameters = spec["root"]["dag"]["tasks"][f"{name}Trainer"]["inputs"]["parameters"]
+        custom = json.loads(parameters["custom_config"]["runtimeValue"]["constantValue"]
+                            ["stringValue"])
+        assert custom[vertex.ENABLE_VERTEX_KEY] is True
+        assert custom[vertex.VERTEX_REGION_KEY] == "europe-west4"
+        job = custom[vertex.TRAINING_ARGS_KEY]
+        assert job["project"] == "p"
+        (pool,) = job["worker_pool_specs"]
+        assert pool["machine_spec"] == {"machine_type": "n1-standard-16",
+                                        "accelerator_type": "NVIDIA_TESLA_T4",
+                                        "accelerator_count": 2}
+        assert pool["container_spec"]["image_uri"] == "gcr.io/p/movielens:gpu"
+        assert custom["hparams"]["model"] == name.lower()
+    # Without the option the Trainers run in their own task; the option needs Vertex.
+    assert pipeline_runner.main([
+        "compile", "--target", "vertex", "--image", "x", "--data-dir", "gs://b/d",
+        "--models", "ranking", "--output", str(output)]) == 0
+    assert "VertexExecutor" not in output.read_text()
+    assert pipeline_runner.main([
+        "compile", "--target", "kubeflow", "--image", "x", "--data-dir", "gs://b/d",
+        "--vertex-training", "true", "--vertex-project", "p", "--output", str(output)]) == 2

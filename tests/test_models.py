@@ -552,3 +552,175 @@ def test_export_sequential_and_ranking(data, tmp_path, kind):
     serialized = tf.constant([inputs.serialize_example(e) for e in examples])
     out = loaded.signatures["serve_tf_examples"](examples=serialized)[name].numpy()
     np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------
+# Scale: sampled softmax, streamed evaluation, tf.distribute.
+
+
+def test_retrieval_task_with_a_pool_of_sampled_negatives(monkeypatch):
+    vocab = _small_vocab()
+    tower = towers.MovieTower(vocab, 4)
+    counts = np.array([5, 1, 0, 3, 2, 9])  # the training counts, not the vocabulary's
+    task = tasks.RetrievalTask(tower, vocab, logq_correction=True, remove_accidental_hits=True,
+                               ks=(1, 5), num_sampled_negatives=3, movie_counts=counts)
+    pool = np.array([12, 10, 14], np.int64)  # 10: an accidental hit of the first query
+    monkeypatch.setattr(type(task.negative_sampler), "__call__",
+                        lambda self: tf.constant(pool))
+    rng = np.random.default_rng(0)
+    query = rng.normal(size=(2, 4)).astype(np.float32)
+    ids = np.array([10, 15], np.int64)
+    candidates = tower(tf.constant(ids)).numpy()
+    loss = float(task(tf.constant(query), tf.constant(candidates), tf.constant(ids),
+                      compute_metrics=False))
+
+    every = np.concatenate([ids, pool])
+    probability = (counts + 1.0) / (counts + 1.0).sum()
+    logits = query @ tower(tf.constant(every)).numpy().T - np.log(probability[every - 10])
+    logits[0, 3] = np.finfo(np.float32).min / 100  # the pool's copy of the positive 10
+    assert loss == pytest.approx(-(_log_softmax(logits)[[0, 1], [0, 1]]).sum(), rel=1e-4)
+
+
+def test_negative_sampler_draws_by_popularity():
+    from components.trainer import sampling
+
+    sampler = sampling.NegativeSampler(np.array([7, 8, 9]), np.array([0.7, 0.2, 0.1]), 20_000)
+    tf.random.set_seed(0)
+    drawn = sampler().numpy()
+    assert drawn.shape == (20_000,) and set(drawn) <= {7, 8, 9}
+    np.testing.assert_allclose([np.mean(drawn == i) for i in (7, 8, 9)], [0.7, 0.2, 0.1],
+                               atol=0.02)
+
+
+def test_sampled_softmax_above_the_catalogue_threshold(data, monkeypatch):
+    from components.trainer import distribute, sampling
+
+    vocab = data["vocab"]
+    full = hp.HParams.from_dict({"embedding_dim": 16, "use_timestamps": False})
+    assert full.full_softmax and not full.samples_softmax(vocab.num_movies)  # the default
+    hparams = hp.HParams.from_dict({
+        "embedding_dim": 16, "epochs": 3, "batch_size": 256, "full_softmax": True,
+        "sampled_softmax_min_catalogue": N_MOVIES - 1, "num_sampled_negatives": 64},
+        preset=False)
+    assert hparams.full_softmax and hparams.samples_softmax(vocab.num_movies)
+    counts = sampling.training_movie_counts(hparams, vocab, data["rating"]["train"])
+    train = inputs.make_dataset(data["rating"]["train"], inputs.rating_feature_spec(), 4096,
+                                shuffle=False)
+    assert counts.sum() == sum(len(b[contract.MOVIE_ID]) for b in train)
+    assert (counts != vocab.movie_counts).any()  # the training split only
+
+    seen = []
+    original = tasks.retrieval_call
+    monkeypatch.setattr(tasks, "retrieval_call", lambda *args, **kwargs: (
+        seen.append(kwargs), original(*args, **kwargs))[1])
+    model = distribute.build_and_fit(hparams, vocab, data["rating"]["train"], train_steps=0)
+    assert model.task.negative_sampler.num_samples == 64
+    probe = next(iter(inputs.input_dataset(hparams, vocab, data["rating"]["train"], True)))
+    tf.random.set_seed(1)  # the same pool of negatives for both losses
+    before = _loss(model, probe)
+    probability, ids = seen[-1]["candidate_sampling_probability"], seen[-1]["candidate_ids"]
+    assert probability.shape == (256 + 64,) and ids.shape == (256 + 64,)
+    expected = vocab.candidate_probabilities(counts=counts)[
+        trainer_eval.movie_rows(vocab, ids.numpy())]
+    np.testing.assert_allclose(probability.numpy(), expected, rtol=1e-6)
+    model.fit(inputs.input_dataset(hparams, vocab, data["rating"]["train"], True),
+              epochs=hparams.epochs, verbose=0)
+    tf.random.set_seed(1)
+    assert _loss(model, probe) < 0.95 * before
+
+
+def test_streamed_ranks_and_sampled_eval_users(data, rating_history):
+    from components.trainer import run
+
+    rng = np.random.default_rng(3)
+    queries, catalogue = rng.normal(size=(50, 4)), rng.normal(size=(37, 4)).astype(np.float32)
+    labels = rng.integers(-1, 37, 50)
+    excluded = (rng.integers(0, 50, 200), rng.integers(0, 37, 200))
+    whole = trainer_eval.label_ranks(queries, catalogue, labels, excluded, chunk_size=1000)
+    chunked = trainer_eval.label_ranks(queries, catalogue, labels, excluded, chunk_size=5)
+    np.testing.assert_array_equal(whole, chunked)
+    positions, rows = rating_history.pairs_of(np.array([1, 99999, 1]))
+    assert list(rows) == list(rating_history.get(1)) * 2 and set(positions) == {0, 2}
+
+    hparams = hp.HParams.from_dict({"embedding_dim": 8, "use_timestamps": False,
+                                    "eval_sample_users": 25, "top_ks": [10]})
+    model = M.build_model(hparams, data["vocab"])
+    metrics = run.evaluate(model, hparams, data["vocab"], data["rating"]["train"],
+                           data["rating"]["eval"])
+    users = np.random.default_rng(hparams.seed).choice(data["vocab"].user_ids, 25, replace=False)
+    evaluation = inputs.make_dataset(data["rating"]["eval"], inputs.rating_feature_spec(), 4096,
+                                     shuffle=False)
+    expected = sum(np.isin(b[contract.USER_ID].numpy(), users).sum() for b in evaluation)
+    assert metrics["eval_sampled_users"] == 25 and metrics["queries"] == expected > 0
+
+
+_DISTRIBUTED = r"""
+import json, os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from components import contract
+from components.evaluator.slices import SliceSpec
+from components.trainer import distribute, evaluation, export, hparams as hp, inputs
+from components.trainer.vocabulary import load_vocabulary
+
+vocab_dir, train, export_dir = sys.argv[1:4]
+vocab = load_vocabulary(vocab_dir)
+hparams = hp.HParams.from_dict({"embedding_dim": 16, "full_softmax": True,
+                                "optimizer": "adam", "learning_rate": 0.05,
+                                "batch_size": 128, "top_ks": [10]}, preset=False)
+mirrored = distribute.choose_strategy(["/cpu:0", "/cpu:1"])
+users = {contract.USER_ID: tf.constant(vocab.user_ids[:5])}
+initial = []
+for strategy in (tf.distribute.get_strategy(), mirrored):
+    model = distribute.build_and_fit(hparams, vocab, train, strategy, train_steps=0)
+    initial.append(model.query_tower(users).numpy())
+probe = next(iter(inputs.input_dataset(model.hparams, vocab, train, training=True)))
+before = float(model.compute_loss(probe, training=True))
+model.fit(inputs.input_dataset(model.hparams, vocab, train, training=True).take(40),
+          epochs=1, verbose=0)
+after = float(model.compute_loss(probe, training=True))
+export.save(export.export_module(model, hparams, vocab, SliceSpec(),
+                                 evaluation.catalogue_embeddings(model.candidate_tower, vocab)),
+            export_dir)
+ranking = distribute.build_and_fit(  # Keras' own mean losses refuse a strategy
+    hp.HParams.from_dict({"model": "ranking", "embedding_dim": 8}), vocab, train, mirrored,
+    train_steps=3)
+loaded = tf.saved_model.load(export_dir)
+served = loaded.signatures[contract.SERVING_SIGNATURE](**users)[contract.QUERY_EMBEDDING]
+print(json.dumps({
+    "replicas": mirrored.num_replicas_in_sync, "batch_size": model.hparams.batch_size,
+    "learning_rate": model.hparams.learning_rate, "before": before, "after": after,
+    "same_init": float(np.abs(initial[0] - initial[1]).max()),
+    "export_error": float(np.abs(served.numpy() - model.query_tower(users).numpy()).max()),
+    "ranking_batch": ranking.hparams.batch_size,
+}))
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(data, tmp_path):
+    """MirroredStrategy over two logical CPUs (configured before TensorFlow initialises,
+    hence a subprocess): global batch and learning rate scaled by 2, the same
+    initialization as the default strategy, the loss falls, the export serves the
+    trained model's answers; a ranking model (mean-squared-error loss) trains too."""
+    import json
+    import os
+    import subprocess
+
+    from components.example_gen import generate
+
+    vocab_dir = generate.OutputPaths.under(str(data["root"])).vocabulary
+    out = subprocess.run(
+        [sys.executable, "-c", _DISTRIBUTED, vocab_dir, data["rating"]["train"],
+         str(tmp_path / "export")], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2 and result["batch_size"] == 256
+    assert result["learning_rate"] == pytest.approx(0.1)
+    assert result["same_init"] < 1e-6
+    assert result["after"] < 0.98 * result["before"]
+    assert result["export_error"] < 1e-5
+    assert result["ranking_batch"] == 2 * hp.preset("ranking").batch_size

@@ -43,6 +43,7 @@ from tfx.dsl.io import fileio
 
 from components import contract, vocabulary_files
 from components.pusher import ann
+from components.trainer import histories
 from components.pusher.publishing import load_npz, read_text
 
 BRUTE_FORCE, SCANN = contract.BRUTE_FORCE, contract.SCANN
@@ -218,7 +219,8 @@ def load_titles(movies_tsv: str) -> Dict[int, str]:
 
 class RatedMovies:
     """``rated.npz`` of a Trainer export (components/trainer/export.py): each user's
-    movies and latest timestamp."""
+    movies and latest timestamp, looked up by binary search over the sorted user ids
+    (no per-user Python objects)."""
 
     def __init__(self, path: str):
         data = load_npz(path)
@@ -227,7 +229,7 @@ class RatedMovies:
         self.movie_ids = data["movie_ids"]
         self.last_timestamps = (data["last_timestamps"] if "last_timestamps" in data
                                 else np.zeros(len(self.user_ids), np.int64))
-        self._index = {int(user): i for i, user in enumerate(self.user_ids)}
+        self._history = histories.UserHistory(self.user_ids, self.row_splits, self.movie_ids)
 
     @classmethod
     def of_model(cls, model_dir: str) -> Optional["RatedMovies"]:
@@ -235,16 +237,14 @@ class RatedMovies:
         return cls(path) if fileio.exists(path) else None
 
     def __contains__(self, user) -> bool:
-        return int(user) in self._index
+        return self._history.position(int(user)) is not None
 
     def movies(self, user) -> np.ndarray:
-        i = self._index.get(int(user))
-        return (self.movie_ids[self.row_splits[i]:self.row_splits[i + 1]] if i is not None
-                else np.zeros(0, np.int64))
+        return self._history.get(int(user), np.zeros(0, np.int64))
 
     def last_timestamp(self, user) -> int:
         """The user's latest timestamp, or the latest of anyone for an unknown user."""
-        i = self._index.get(int(user))
+        i = self._history.position(int(user))
         if i is not None:
             return int(self.last_timestamps[i])
         return int(self.last_timestamps.max()) if len(self.last_timestamps) else 0

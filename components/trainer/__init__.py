@@ -6,8 +6,11 @@
 * ``encoders``    movie side tables and time encodings
 * ``towers``      user, movie and sequence towers
 * ``tasks``       retrieval and rating losses and metrics
+* ``sampling``    sampled softmax: training popularity and the shared negative pool
 * ``models``      the four TFRS models, built from ``HParams``
-* ``evaluation``  exact top-K over the catalogue, RMSE
+* ``evaluation``  exact top-K over the catalogue (streamed), RMSE
+* ``histories``   each user's movies as CSR arrays (evaluation exclusions, rated.npz)
+* ``distribute``  the tf.distribute strategy, global batch and learning-rate scaling
 * ``export``      the SavedModel's serving and Evaluator signatures
 * ``run``         TFX's ``run_fn``; ``component`` the Trainer with a vocabulary input
 

@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional
 from tfx import types
 from tfx.components.trainer import executor as trainer_executor
 from tfx.dsl.components.base import base_component, executor_spec
+from tfx.extensions.google_cloud_ai_platform.trainer import executor as cloud_executor
 from tfx.proto import trainer_pb2
 from tfx.types import artifact_utils, component_spec, standard_artifacts, standard_component_specs
 
@@ -51,6 +52,15 @@ class Executor(trainer_executor.GenericExecutor):
         return fn_args
 
 
+class VertexExecutor(cloud_executor.GenericExecutor):
+    """TFX's Google Cloud AI Platform Trainer executor around :class:`Executor`: starts
+    a Vertex AI Training CustomJob (``custom_config``: components/trainer/vertex.py) that
+    runs :class:`Executor`, and waits for it."""
+
+    def _GetExecutorClass(self):
+        return Executor
+
+
 class RecommenderTrainer(base_component.BaseComponent):
     """Trains one model of components/trainer/models.py (which kind: ``hparams["model"]``).
 
@@ -71,7 +81,8 @@ class RecommenderTrainer(base_component.BaseComponent):
 
     def __init__(self, examples: types.BaseChannel, vocabulary: types.BaseChannel,
                  hparams: Dict[str, Any], base_model: Optional[types.BaseChannel] = None,
-                 run_config: Optional[Dict[str, Any]] = None):
+                 run_config: Optional[Dict[str, Any]] = None,
+                 vertex_config: Optional[Dict[str, Any]] = None):
         spec = RecommenderTrainerSpec(
             examples=examples,
             vocabulary=vocabulary,
@@ -79,9 +90,10 @@ class RecommenderTrainer(base_component.BaseComponent):
             train_args=trainer_pb2.TrainArgs(splits=["train"]),
             eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
             run_fn=RUN_FN,
-            custom_config=json.dumps({**(run_config or {}), HPARAMS_CONFIG: hparams},
-                                     sort_keys=True),
+            custom_config=json.dumps({**(run_config or {}), **(vertex_config or {}),
+                                      HPARAMS_CONFIG: hparams}, sort_keys=True),
             model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun),
         )
-        super().__init__(spec=spec)
+        super().__init__(spec=spec, custom_executor_spec=(
+            executor_spec.ExecutorClassSpec(VertexExecutor) if vertex_config else None))

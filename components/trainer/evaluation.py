@@ -4,12 +4,15 @@
 protocol) and, with the users' training histories (:func:`user_history`), excluding the
 movies each user rated (as serving does); :func:`evaluate_ranking` gives RMSE in stars.
 The Evaluator's top-K is the same figure on the same split (components/trainer/export.py).
+Memory does not grow with the eval split or with ``[examples x catalogue]``: queries are
+scored a batch at a time against candidate chunks, keeping one rank per query
+(:func:`label_ranks`); :func:`sample_users` narrows a very large split to a seeded
+sample of users (``HParams.eval_sample_users``).
 """
 
 from __future__ import annotations
 
-import collections
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
@@ -17,9 +20,12 @@ import numpy as np
 import tensorflow as tf
 
 from components import contract
+from components.trainer import histories
 from components.trainer.vocabulary import Vocabulary
 
 keras = tf.keras  # tf_keras (Keras 2) under TF_USE_LEGACY_KERAS=1
+# Candidates scored at once against a batch of queries ([batch, CANDIDATE_CHUNK] floats).
+CANDIDATE_CHUNK = 4096
 
 
 def catalogue_embeddings(candidate_tower: keras.Model, vocabulary: Vocabulary,
@@ -31,10 +37,47 @@ def catalogue_embeddings(candidate_tower: keras.Model, vocabulary: Vocabulary,
         for start in range(0, len(ids), batch_size)])
 
 
+def label_ranks(query_embeddings: np.ndarray, catalogue: np.ndarray,
+                label_rows: np.ndarray,
+                excluded: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                chunk_size: int = CANDIDATE_CHUNK) -> np.ndarray:
+    """int64 ``[b]``: how many catalogue movies score at least as high as each label.
+
+    Scores are computed ``chunk_size`` candidates at a time (``[b, chunk_size]`` in
+    memory, never ``[b, M]``), and only a count per query is kept.
+
+    Args:
+      query_embeddings: ``[b, D]``.
+      catalogue: ``[M, D]`` candidate embeddings.
+      label_rows: ``[b]`` the true movie's row in ``catalogue`` (-1: not in it, a miss:
+        rank ``int64 max``).
+      excluded: ``(positions [E], rows [E])``: row ``rows[e]`` is left out for query
+        ``positions[e]`` (the movies the user rated in training); the label's own row is
+        never left out.
+      chunk_size: candidates scored at once.
+    """
+    label_rows = np.asarray(label_rows, np.int64)
+    queries = np.asarray(query_embeddings[:len(label_rows)], np.float32)
+    index = np.arange(len(label_rows))
+    label_scores = np.einsum("bd,bd->b", queries, catalogue[np.maximum(label_rows, 0)])
+    ranks = np.zeros(len(label_rows), np.int64)
+    for start in range(0, catalogue.shape[0], chunk_size):
+        stop = min(start + chunk_size, catalogue.shape[0])
+        scores = queries @ catalogue[start:stop].T                             # [b, C]
+        if excluded is not None:
+            positions, rows = excluded
+            inside = (rows >= start) & (rows < stop)
+            scores[positions[inside], rows[inside] - start] = -np.inf
+        inside = (label_rows >= start) & (label_rows < stop)
+        scores[index[inside], label_rows[inside] - start] = -np.inf  # the label itself
+        ranks += (scores >= label_scores[:, None]).sum(axis=1)
+    return np.where(label_rows >= 0, ranks, np.iinfo(np.int64).max)
+
+
 def top_k_accuracy(query_embeddings: np.ndarray, catalogue: np.ndarray,
                    label_rows: np.ndarray, ks: Sequence[int] = (1, 5, 10, 50, 100),
                    exclude_rows: Optional[Sequence[Optional[np.ndarray]]] = None,
-                   batch_size: int = 1024) -> Dict[str, float]:
+                   ) -> Dict[str, float]:
     """Exact top-K accuracy of dot-product retrieval over the whole catalogue.
 
     Args:
@@ -44,31 +87,37 @@ def top_k_accuracy(query_embeddings: np.ndarray, catalogue: np.ndarray,
       ks: the ``k`` values.
       exclude_rows: per query, rows whose scores become -inf (the movies the user rated
         in training); the label's own row is never excluded.
-      batch_size: queries scored at once.
 
     Returns:
       ``{"top_{k}": fraction of queries whose label ranks within the first k}`` and
       ``"queries"``. A candidate scoring the same as the label counts as above it.
     """
-    label_rows = np.asarray(label_rows, np.int64)
-    num_queries = len(label_rows)
-    ranks = np.empty(num_queries, np.int64)
-    for start in range(0, num_queries, batch_size):
-        stop = min(start + batch_size, num_queries)
-        scores = np.asarray(query_embeddings[start:stop], np.float32) @ catalogue.T
-        rows = label_rows[start:stop]
-        valid = rows >= 0
-        label_scores = scores[np.arange(stop - start), np.maximum(rows, 0)]
-        if exclude_rows is not None:
-            for i, excluded in enumerate(exclude_rows[start:stop]):
-                if excluded is not None and len(excluded):
-                    scores[i, excluded] = -np.inf
-        scores[np.arange(stop - start), np.maximum(rows, 0)] = -np.inf  # the label itself
-        rank = (scores >= label_scores[:, None]).sum(axis=1)
-        ranks[start:stop] = np.where(valid, rank, np.iinfo(np.int64).max)
-    result = {f"top_{k}": float(np.mean(ranks < k)) if num_queries else 0.0 for k in ks}
-    result["queries"] = num_queries
-    return result
+    excluded = None
+    if exclude_rows is not None:
+        lists = [np.asarray(rows if rows is not None else (), np.int64)
+                 for rows in exclude_rows]
+        excluded = (np.repeat(np.arange(len(lists)), [len(rows) for rows in lists]),
+                    np.concatenate(lists) if lists else np.zeros(0, np.int64))
+    ranks = label_ranks(query_embeddings, catalogue, label_rows, excluded)
+    return _TopKCounts(ks).add(ranks).result()
+
+
+class _TopKCounts:
+    """Hits within each ``k``, accumulated batch by batch from label ranks."""
+
+    def __init__(self, ks: Sequence[int]):
+        self.ks, self.hits, self.queries = tuple(ks), np.zeros(len(ks), np.int64), 0
+
+    def add(self, ranks: np.ndarray) -> "_TopKCounts":
+        self.hits += np.asarray([(ranks < k).sum() for k in self.ks], np.int64)
+        self.queries += len(ranks)
+        return self
+
+    def result(self) -> Dict[str, float]:
+        result = {f"top_{k}": float(hits / self.queries) if self.queries else 0.0
+                  for k, hits in zip(self.ks, self.hits)}
+        result["queries"] = self.queries
+        return result
 
 
 def movie_rows(vocabulary: Vocabulary, movie_ids: np.ndarray) -> np.ndarray:
@@ -82,75 +131,80 @@ def movie_rows(vocabulary: Vocabulary, movie_ids: np.ndarray) -> np.ndarray:
 
 def user_history(dataset: tf.data.Dataset, vocabulary: Vocabulary,
                  movie_keys: Sequence[str] = (contract.MOVIE_ID,),
-                 user_key: str = contract.USER_ID) -> Dict[int, np.ndarray]:
-    """user id -> sorted vocabulary rows of the movies under ``movie_keys`` in
-    ``dataset`` (batches). For rating examples: ``("movie_id",)``; for sequence examples:
-    ``("label_movie_id", "context_movie_id")`` (padding ignored)."""
-    history: Dict[int, set] = collections.defaultdict(set)
+                 user_key: str = contract.USER_ID) -> histories.UserHistory:
+    """Per user, the sorted vocabulary rows of the movies under ``movie_keys`` in
+    ``dataset`` (batches), streamed (components/trainer/histories.py). For rating
+    examples: ``("movie_id",)``; for sequence examples: ``("label_movie_id",
+    "context_movie_id")`` (padding ignored). ``.get(user)`` -> rows ``[n]`` or None."""
+    pairs = histories.PairAccumulator()
     for batch in dataset:
         users = batch[user_key].numpy().reshape(-1)
         for key in movie_keys:
             ids = batch[key].numpy().reshape(len(users), -1)
-            rows = movie_rows(vocabulary, ids)
-            for user, user_rows in zip(users, rows):
-                history[int(user)].update(int(r) for r in user_rows if r >= 0)
-    return {user: np.asarray(sorted(rows), np.int64) for user, rows in history.items()}
+            pairs.add(np.repeat(users, ids.shape[1]), movie_rows(vocabulary, ids.reshape(-1)))
+    return pairs.result()
 
 
-def _collect_queries(query_fn, dataset, label_key, max_batches=None):
-    queries, labels, users = [], [], []
-    for step, batch in enumerate(dataset):
-        if max_batches is not None and step >= max_batches:
-            break
-        queries.append(np.asarray(query_fn(batch)))
-        labels.append(batch[label_key].numpy().reshape(-1))
-        users.append(batch[contract.USER_ID].numpy().reshape(-1))
-    if not queries:
-        return np.zeros((0, 1), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(queries), np.concatenate(labels), np.concatenate(users)
+def sample_users(dataset: tf.data.Dataset, user_ids: np.ndarray, batch_size: int,
+                 user_key: str = contract.USER_ID) -> tf.data.Dataset:
+    """The batches of ``dataset`` narrowed to the examples of ``user_ids``, re-batched
+    to ``batch_size``."""
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        tf.constant(np.asarray(user_ids, np.int64)),
+        tf.ones(len(user_ids), tf.int64)), 0)
+    examples = dataset.unbatch().filter(lambda features: table.lookup(
+        tf.cast(features[user_key], tf.int64)) > 0)
+    return examples.batch(batch_size)
 
 
 def evaluate_retrieval(model: keras.Model, dataset: tf.data.Dataset,
                        vocabulary: Vocabulary, ks: Sequence[int] = (1, 5, 10, 50, 100),
-                       history: Optional[Mapping[int, np.ndarray]] = None,
+                       history: Optional[histories.UserHistory] = None,
                        max_batches: Optional[int] = None) -> Dict[str, float]:
     """Top-K accuracy of a retrieval, multitask or sequential model over all movies.
 
     ``model`` needs ``query_tower``, ``candidate_tower`` and ``label_key``. With
     ``history`` (from :func:`user_history` over the *training* data), also reports
     ``top_{k}_excluding_rated``: the movies each user rated in training are masked out
-    (never the label itself), as a recommender would do.
+    (never the label itself), as a recommender would do. Streams: one batch of queries
+    at a time, scored against the catalogue in chunks (:func:`label_ranks`).
     """
     catalogue = catalogue_embeddings(model.candidate_tower, vocabulary)
-    queries, labels, users = _collect_queries(
-        lambda batch: model.query_tower(batch).numpy(), dataset, model.label_key, max_batches)
-    return _retrieval_report(queries, catalogue, movie_rows(vocabulary, labels), users, ks,
-                             history)
+    return _streamed_report(lambda batch: model.query_tower(batch).numpy(), dataset,
+                            model.label_key, catalogue, vocabulary, ks, history,
+                            max_batches)
 
 
 def evaluate_popularity(dataset: tf.data.Dataset, vocabulary: Vocabulary,
                         label_key: str = contract.MOVIE_ID, ks: Sequence[int] = (1, 5, 10, 50, 100),
-                        history: Optional[Mapping[int, np.ndarray]] = None,
+                        history: Optional[histories.UserHistory] = None,
                         counts: Optional[np.ndarray] = None,
                         max_batches: Optional[int] = None) -> Dict[str, float]:
     """The popularity baseline, scored like :func:`evaluate_retrieval`: every user gets
     the most-rated movies (``counts`` ``[M]``, default the vocabulary's counts)."""
     counts = vocabulary.movie_counts if counts is None else np.asarray(counts)
     catalogue = np.log1p(counts.astype(np.float64)).astype(np.float32)[:, None]
-    queries, labels, users = _collect_queries(
+    return _streamed_report(
         lambda batch: np.ones((len(batch[label_key]), 1), np.float32), dataset, label_key,
-        max_batches)
-    return _retrieval_report(queries, catalogue, movie_rows(vocabulary, labels), users, ks,
-                             history)
+        catalogue, vocabulary, ks, history, max_batches)
 
 
-def _retrieval_report(queries, catalogue, label_rows, users, ks, history):
-    report = top_k_accuracy(queries, catalogue, label_rows, ks)
+def _streamed_report(query_fn, dataset, label_key, catalogue, vocabulary, ks, history,
+                     max_batches):
+    every, masked = _TopKCounts(ks), _TopKCounts(ks)
+    for step, batch in enumerate(dataset):
+        if max_batches is not None and step >= max_batches:
+            break
+        queries = np.asarray(query_fn(batch))
+        rows = movie_rows(vocabulary, batch[label_key].numpy().reshape(-1))
+        every.add(label_ranks(queries, catalogue, rows))
+        if history is not None:
+            excluded = history.pairs_of(batch[contract.USER_ID].numpy().reshape(-1))
+            masked.add(label_ranks(queries, catalogue, rows, excluded))
+    report = every.result()
     if history is not None:
-        excluded = [history.get(int(user)) for user in users]
-        masked = top_k_accuracy(queries, catalogue, label_rows, ks, exclude_rows=excluded)
-        report.update({f"{name}_excluding_rated": value for name, value in masked.items()
-                       if name != "queries"})
+        report.update({f"{name}_excluding_rated": value
+                       for name, value in masked.result().items() if name != "queries"})
     return report
 
 

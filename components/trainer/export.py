@@ -38,7 +38,7 @@ import tensorflow as tf
 
 from components import contract
 from components.evaluator import slices as slices_lib
-from components.trainer import inputs
+from components.trainer import histories, inputs
 from components.trainer.evaluation import movie_rows
 from components.trainer.hparams import HParams
 from components.trainer.vocabulary import Vocabulary
@@ -162,34 +162,43 @@ def rated_movies(hparams: HParams, vocabulary: Vocabulary,
 
       {"user_ids" [U], "row_splits" [U + 1], "movie_ids" [N], "last_timestamps" [U]}
 
-    users ascending, each user's movie ids ascending, padding and unknown ids dropped."""
+    users ascending, each user's movie ids ascending, padding and unknown ids dropped.
+    Streamed a batch at a time: memory holds the distinct (user, movie) pairs and one
+    latest timestamp per user, as numpy arrays (components/trainer/histories.py)."""
     patterns = [p for pattern in file_patterns
                 for p in ([pattern] if isinstance(pattern, str) else pattern)]
     keys = hparams.kind.history_keys
     spec = inputs.select(inputs.examples_spec(hparams.kind, vocabulary),
                          [contract.USER_ID, contract.TIMESTAMP, *keys])
     dataset = inputs.make_dataset(patterns, spec, hparams.eval_batch_size, shuffle=False)
-    users, movies, times = [], [], []
+    pairs = histories.PairAccumulator()
+    last_users, last_times = np.zeros(0, np.int64), np.zeros(0, np.int64)  # [U] so far
     for batch in dataset:
         user = batch[contract.USER_ID].numpy().reshape(-1)
-        times.append(np.stack([user, batch[contract.TIMESTAMP].numpy().reshape(-1)], axis=1))
+        last_users, last_times = _latest_per_user(
+            np.concatenate([last_users, user]),
+            np.concatenate([last_times, batch[contract.TIMESTAMP].numpy().reshape(-1)]))
         for key in keys:
-            ids = batch[key].numpy().reshape(len(user), -1)
-            users.append(np.repeat(user, ids.shape[1]))
-            movies.append(ids.reshape(-1))
-    users = np.concatenate(users) if users else np.zeros(0, np.int64)
-    movies = np.concatenate(movies) if movies else np.zeros(0, np.int64)
-    known = movie_rows(vocabulary, movies) >= 0
-    pairs = np.unique(np.stack([users[known], movies[known]], axis=1), axis=0)
-    user_ids, starts = np.unique(pairs[:, 0], return_index=True)
-    times = np.concatenate(times) if times else np.zeros((0, 2), np.int64)
-    last = {int(u): int(t) for u, t in times[np.lexsort((times[:, 1], times[:, 0]))]}
-    return {
-        "user_ids": user_ids.astype(np.int64),
-        "row_splits": np.append(starts, len(pairs)).astype(np.int64),
-        "movie_ids": pairs[:, 1].astype(np.int64),
-        "last_timestamps": np.asarray([last.get(int(u), 0) for u in user_ids], np.int64),
+            ids = batch[key].numpy().reshape(-1)
+            known = movie_rows(vocabulary, ids) >= 0
+            pairs.add(np.repeat(user, len(ids) // max(len(user), 1))[known], ids[known])
+    rated = pairs.result()
+    return {  # every rated user had a timestamp in the same batches
+        "user_ids": rated.user_ids,
+        "row_splits": rated.row_splits,
+        "movie_ids": rated.values,
+        "last_timestamps": last_times[np.searchsorted(last_users, rated.user_ids)]
+        .astype(np.int64),
     }
+
+
+def _latest_per_user(users: np.ndarray, timestamps: np.ndarray):
+    """``(users [u], latest timestamp [u])``: each distinct user once, ascending."""
+    order = np.lexsort((timestamps, users))
+    users, timestamps = users[order], timestamps[order]
+    last = np.ones(len(users), bool)
+    last[:-1] = users[1:] != users[:-1]
+    return users[last], timestamps[last]
 
 
 def save_rated_movies(rated: Dict[str, np.ndarray], directory: str) -> str:

@@ -39,11 +39,30 @@ class HParams:
         ``batch_size**2`` per step: 1024 trains faster per example than the tutorials'
         8192, and no worse (figures from an earlier run: benchmarks/README.md).
       learning_rate, optimizer: one of ``OPTIMIZERS`` (the tutorials use Adagrad 0.1).
+        ``learning_rate`` is the rate of one replica's batch: with ``R`` replicas the
+        optimizer runs at ``learning_rate x R`` (linear scaling with the global batch).
       rating_weight, retrieval_weight: the multitask loss weights.
       use_timestamps: the user tower adds the ``timestamp_features``.
       use_title, use_genres: the movie tower adds pooled title-token and genre embeddings.
       full_softmax: retrieval loss over the whole catalogue instead of in-batch negatives
         (the presets' choice; on MovieLens-100K it beat in-batch softmax with log-Q).
+        Its cost per step grows with the catalogue (``batch_size x M`` logits and the
+        candidate tower over all ``M`` movies): see ``sampled_softmax_min_catalogue``.
+      sampled_softmax_min_catalogue: from this many movies up, models that retrieve train
+        with sampled softmax even when ``full_softmax`` is set: in-batch negatives plus a
+        pool of ``num_sampled_negatives`` shared negatives, log-Q corrected with the
+        movies' popularity in the training data (components/trainer/sampling.py), so a
+        step costs ``batch_size x (batch_size + num_sampled_negatives)`` whatever ``M``.
+        Default 5,000, by ``benchmarks/sampled_softmax.py`` (benchmarks/README.md): a
+        full-softmax step of the retrieval preset costs 74 ms at 1,682 movies, 239 ms at
+        3,706, 426 ms at 5,000 and 881 ms at 10,000, a sampled one ~190-330 ms at any
+        size; at 3,706 (ML-1M) the per-step gain did not show in the training time, so
+        from 5,000 up. Quality: top-100 within 0.003 of the full softmax on ML-100K and
+        on ML-1M-shaped data. ML-100K and ML-1M keep the full softmax.
+      num_sampled_negatives: ``N``, the shared negatives drawn per step (with
+        replacement, in proportion to training popularity) whenever the model trains
+        with sampled softmax (``full_softmax`` off, or the catalogue is large); 0: in-batch
+        negatives only.
       logq_correction: subtract log(sampling probability) from in-batch logits. On by
         default: without it in-batch negatives over-penalize popular movies, and top-10
         falls below the popularity baseline's (figures from an earlier run:
@@ -56,6 +75,9 @@ class HParams:
       share_embeddings: the sequential query tower embeds context movies with the
         candidate tower instead of a separate embedding.
       top_ks: the ``k`` of the top-K metrics.
+      eval_sample_users: evaluate the Trainer's top-K on the eval examples of at most
+        this many users, drawn with ``seed`` (0: every user). For very large eval
+        splits; when it applies, metrics.json records it (``eval_sampled_users``).
       train_top_k_metrics: also compute the (slow) catalogue top-K metrics while
         training; otherwise only in evaluation.
       timestamp_buckets: equal-width buckets of the timestamp.
@@ -93,6 +115,8 @@ class HParams:
     use_title: bool = False
     use_genres: bool = False
     full_softmax: bool = False
+    sampled_softmax_min_catalogue: int = 5_000
+    num_sampled_negatives: int = 1024
     logq_correction: bool = True
     remove_accidental_hits: bool = True
     temperature: float = 1.0
@@ -100,6 +124,7 @@ class HParams:
     rating_layers: Tuple[int, ...] = (256, 64)
     share_embeddings: bool = False
     top_ks: Tuple[int, ...] = (1, 5, 10, 50, 100)
+    eval_sample_users: int = 0
     train_top_k_metrics: bool = False
     timestamp_buckets: int = 1000
     title_max_tokens: int = 10_000
@@ -128,6 +153,10 @@ class HParams:
         for name in ("learning_rate", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        for name in ("num_sampled_negatives", "eval_sample_users",
+                     "sampled_softmax_min_catalogue"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative, not {getattr(self, name)}")
         if self.l2_regularization < 0 or self.rating_bias_l2 < 0:
             raise ValueError("L2 penalties must be non-negative")
         unknown = sorted(set(self.timestamp_features) - set(TIMESTAMP_FEATURES))
@@ -165,6 +194,11 @@ class HParams:
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-friendly dict that :meth:`from_dict` turns back into these values."""
         return typed_values.to_plain(self)
+
+    def samples_softmax(self, num_movies: int) -> bool:
+        """Whether retrieval trains with sampled softmax (in-batch negatives plus the
+        shared pool) rather than the full softmax, on a catalogue of ``num_movies``."""
+        return not self.full_softmax or num_movies >= self.sampled_softmax_min_catalogue
 
     @property
     def kind(self) -> contract.ModelKind:

@@ -53,7 +53,21 @@ class _Model(tfrs.Model):
 
     @encoders.graph_safe
     def train_step(self, inputs):
-        return super().train_step(inputs)
+        """``tfrs.Model.train_step``, with the regularization losses divided by the
+        replicas in sync: the replicas' gradients are summed, so the penalty per global
+        step stays the single-device one (components/trainer/distribute.py)."""
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(inputs, training=True)
+            regularization_loss = tf.reduce_sum(
+                [tf.reduce_sum(penalty) for penalty in self.losses]) / replicas
+            total_loss = loss + regularization_loss
+        gradients = tape.gradient(total_loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        logs = {metric.name: metric.result() for metric in self.metrics}
+        logs.update(loss=loss, regularization_loss=regularization_loss,
+                    total_loss=total_loss)
+        return logs
 
     @encoders.graph_safe
     def test_step(self, inputs):
@@ -115,12 +129,13 @@ class RetrievalModel(_TwoTowerModel):
 
 
     def __init__(self, vocabulary: Vocabulary, hparams: HParams,
-                 timestamp_stats: Optional[inputs.TimestampStats] = None):
+                 timestamp_stats: Optional[inputs.TimestampStats] = None,
+                 movie_counts: Optional[np.ndarray] = None):
         super().__init__(name="retrieval_model")
         self.hparams = hparams
         self.query_tower = _user_tower(vocabulary, hparams, timestamp_stats)
         self.candidate_tower = _movie_tower(vocabulary, hparams)
-        self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams)
+        self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams, movie_counts)
 
 
 class RankingModel(_Model):
@@ -132,7 +147,9 @@ class RankingModel(_Model):
     """
 
     def __init__(self, vocabulary: Vocabulary, hparams: HParams,
-                 timestamp_stats: Optional[inputs.TimestampStats] = None):
+                 timestamp_stats: Optional[inputs.TimestampStats] = None,
+                 movie_counts: Optional[np.ndarray] = None):
+        del movie_counts  # no retrieval loss
         super().__init__(name="ranking_model")
         self.hparams = hparams
         self.user_tower = _user_tower(vocabulary, hparams, timestamp_stats)
@@ -168,14 +185,16 @@ class MultitaskModel(_Model):
 
 
     def __init__(self, vocabulary: Vocabulary, hparams: HParams,
-                 timestamp_stats: Optional[inputs.TimestampStats] = None):
+                 timestamp_stats: Optional[inputs.TimestampStats] = None,
+                 movie_counts: Optional[np.ndarray] = None):
         super().__init__(name="multitask_model")
         self.hparams = hparams
         self.query_tower = _user_tower(vocabulary, hparams, timestamp_stats)
         self.candidate_tower = _movie_tower(vocabulary, hparams)
         self.rating_head, self.rating_biases = _rating_parts(vocabulary, hparams)
         self.rating_task = tasks.ranking_task()
-        self.retrieval_task = _retrieval_task(self.candidate_tower, vocabulary, hparams)
+        self.retrieval_task = _retrieval_task(self.candidate_tower, vocabulary, hparams,
+                                              movie_counts)
 
     @encoders.graph_safe
     def _forward(self, features):
@@ -209,7 +228,8 @@ class SequentialModel(_TwoTowerModel):
 
 
     def __init__(self, vocabulary: Vocabulary, hparams: HParams,
-                 timestamp_stats: Optional[inputs.TimestampStats] = None):
+                 timestamp_stats: Optional[inputs.TimestampStats] = None,
+                 movie_counts: Optional[np.ndarray] = None):
         del timestamp_stats  # the sequence examples' timestamp is not a query feature here
         super().__init__(name="sequential_model")
         self.hparams = hparams
@@ -218,7 +238,7 @@ class SequentialModel(_TwoTowerModel):
             vocabulary, hparams.embedding_dim,
             movie_tower=self.candidate_tower if hparams.share_embeddings else None,
             mask_padding=hparams.mask_padding, l2=hparams.l2_regularization)
-        self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams)
+        self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams, movie_counts)
 
 
 
@@ -245,12 +265,16 @@ def _movie_tower(vocabulary, hparams):
                       l2=hparams.l2_regularization)
 
 
-def _retrieval_task(candidate_tower, vocabulary, hparams):
+def _retrieval_task(candidate_tower, vocabulary, hparams, movie_counts=None):
+    """Full softmax unless ``hparams.samples_softmax`` on this catalogue (see
+    components/trainer/sampling.py)."""
     return tasks.RetrievalTask(
-        candidate_tower, vocabulary, full_softmax=hparams.full_softmax,
+        candidate_tower, vocabulary,
+        full_softmax=not hparams.samples_softmax(vocabulary.num_movies),
         logq_correction=hparams.logq_correction,
         remove_accidental_hits=hparams.remove_accidental_hits,
-        temperature=hparams.temperature, ks=hparams.top_ks)
+        temperature=hparams.temperature, ks=hparams.top_ks,
+        num_sampled_negatives=hparams.num_sampled_negatives, movie_counts=movie_counts)
 
 
 MODEL_CLASSES = {contract.RETRIEVAL: RetrievalModel, contract.RANKING: RankingModel,
@@ -258,10 +282,15 @@ MODEL_CLASSES = {contract.RETRIEVAL: RetrievalModel, contract.RANKING: RankingMo
 
 
 def build_model(hparams: HParams, vocabulary: Vocabulary,
-                timestamp_stats: Optional[inputs.TimestampStats] = None) -> tfrs.Model:
-    """The (uncompiled) model ``hparams.model``, initialized from ``hparams.seed``."""
+                timestamp_stats: Optional[inputs.TimestampStats] = None,
+                movie_counts: Optional[np.ndarray] = None) -> tfrs.Model:
+    """The (uncompiled) model ``hparams.model``, initialized from ``hparams.seed``.
+
+    ``movie_counts`` ``[M]``: the training examples' label counts
+    (``sampling.training_movie_counts``), the popularity of sampled softmax's log-Q
+    correction and negative pool; default: the vocabulary's counts (both splits)."""
     keras.utils.set_random_seed(hparams.seed)
-    return MODEL_CLASSES[hparams.model](vocabulary, hparams, timestamp_stats)
+    return MODEL_CLASSES[hparams.model](vocabulary, hparams, timestamp_stats, movie_counts)
 
 
 def compile_model(model: tfrs.Model, hparams: HParams) -> tfrs.Model:

@@ -34,13 +34,14 @@ from typing import Any, Dict, Optional
 
 import components  # noqa: F401  (Keras 2 before TensorFlow)
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
 from components import contract
 from components.evaluator.slices import SliceSpec
-from components.trainer import evaluation, inputs, models
+from components.trainer import distribute, evaluation, inputs
 from components.trainer import export as export_lib
 from components.trainer import progress
 from components.trainer.component import (SLICES_CONFIG, TRAIN_STEPS_CONFIG,
@@ -54,14 +55,23 @@ _COPIED_VOCABULARY = (contract.MOVIES_FILE, contract.USERS_FILE, contract.SEQUEN
 
 def evaluate(model, hparams: HParams, vocabulary: Vocabulary,
              train_files, eval_files) -> Dict[str, Any]:
-    """The model's figures on the eval split (see the module docstring)."""
+    """The model's figures on the eval split (see the module docstring); on a seeded
+    sample of ``hparams.eval_sample_users`` users when set (recorded in the figures as
+    ``eval_sampled_users`` and ``eval_sample_seed``)."""
     kind = hparams.kind
     eval_data = inputs.input_dataset(hparams, vocabulary, eval_files, training=False)
+    history_data = inputs.input_dataset(hparams, vocabulary, train_files, training=False)
     metrics: Dict[str, Any] = {}
+    if 0 < hparams.eval_sample_users < vocabulary.num_users:
+        users = np.random.default_rng(hparams.seed).choice(
+            vocabulary.user_ids, hparams.eval_sample_users, replace=False)
+        eval_data, history_data = (
+            evaluation.sample_users(data, users, hparams.eval_batch_size)
+            for data in (eval_data, history_data))
+        metrics.update(eval_sampled_users=len(users), eval_sample_seed=hparams.seed)
     if kind.rates:
         metrics.update(evaluation.evaluate_ranking(model, eval_data))  # call() gives stars
     if kind.retrieves:
-        history_data = inputs.input_dataset(hparams, vocabulary, train_files, training=False)
         history = evaluation.user_history(history_data, vocabulary, kind.history_keys)
         metrics.update(evaluation.evaluate_retrieval(
             model, eval_data, vocabulary, hparams.top_ks, history=history))
@@ -107,27 +117,21 @@ def run_fn(fn_args) -> None:
     logging.info("Training %s on %s with %s", hparams.model, fn_args.train_files,
                  hparams.to_dict())
 
-    train_data = inputs.input_dataset(hparams, vocabulary, fn_args.train_files, training=True)
-    reads_time = hparams.use_timestamps and hparams.kind.examples == contract.RATING
-    timestamp_stats = (inputs.timestamp_stats(train_data, hparams.timestamp_buckets)
-                       if reads_time else None)
-    model = models.compile_model(
-        models.build_model(hparams, vocabulary, timestamp_stats), hparams)
+    strategy = distribute.choose_strategy()
     started = time.time()
-    train_steps = config.get(TRAIN_STEPS_CONFIG)
-    if train_steps is not None:  # the first train_steps batches, once (0: untrained)
-        train_data = train_data.take(int(train_steps))
-    history = {}
-    if train_steps != 0:
-        history = model.fit(
-            train_data, epochs=1 if train_steps is not None else hparams.epochs,
-            verbose=0, callbacks=[
-                keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
-                progress.EpochProgress(hparams.model)]).history
+    train_steps = config.get(TRAIN_STEPS_CONFIG)  # the first N batches, once (0: untrained)
+    model = distribute.build_and_fit(
+        hparams, vocabulary, fn_args.train_files, strategy,
+        train_steps=None if train_steps is None else int(train_steps), callbacks=[
+            keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+            progress.EpochProgress(hparams.model)])
+    # Keras' History callback, which fit() leaves on the model (none: not trained).
+    history = getattr(getattr(model, "history", None), "history", None) or {}
     metrics = evaluate(model, hparams, vocabulary, fn_args.train_files, fn_args.eval_files)
     metrics["train_seconds"] = round(time.time() - started, 1)
     metrics[contract.METRICS_HISTORY] = progress.epoch_history(history)
     metrics["hparams"] = hparams.to_dict()
+    metrics["replicas"] = strategy.num_replicas_in_sync
     logging.info("%s eval metrics: %s", hparams.model, json.dumps(metrics, sort_keys=True))
     _write_metrics(fn_args.model_run_dir, metrics)
     export(model, hparams, vocabulary, vocabulary_dir, fn_args.serving_model_dir, metrics,

@@ -1,16 +1,18 @@
 """The losses and metrics: retrieval over the catalogue, and rating regression.
 
 * :class:`RetrievalTask` -- ``(queries [B, D], candidates [B, D], candidate ids [B])`` ->
-  scalar loss: full softmax over the catalogue, or in-batch sampled softmax with log-Q
-  correction; top-K metrics over the whole catalogue (:class:`CatalogueTopK`).
-* :func:`ranking_task` -- MSE on ratings ``[B]``, RMSE metric.
+  scalar loss: full softmax over the catalogue, or sampled softmax (in-batch negatives
+  plus a shared pool, components/trainer/sampling.py) with log-Q correction; top-K
+  metrics over the whole catalogue (:class:`CatalogueTopK`).
+* :func:`ranking_task` -- MSE on ratings ``[B]`` (over the global batch under a
+  ``tf.distribute`` strategy: :class:`GlobalMeanSquaredError`), RMSE metric.
 * the rating head (:func:`rating_head`, :class:`RatingBiases`, :func:`raw_rating`) that
   the ranking and multitask models share.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
@@ -19,7 +21,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from components import contract
-from components.trainer import encoders
+from components.trainer import encoders, sampling
 from components.trainer.vocabulary import Vocabulary
 
 keras = tf.keras  # tf_keras (Keras 2) under TF_USE_LEGACY_KERAS=1
@@ -58,20 +60,26 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.base.Task):
     ``call(query_embeddings [B, D], candidate_embeddings [B, D], candidate_ids [B])``
     returns the scalar loss (summed over the batch, as ``tfrs.tasks.Retrieval`` does):
 
-    * sampled softmax (default): in-batch negatives via ``tfrs.tasks.Retrieval`` with
-      ``candidate_sampling_probability`` (log-Q correction, from the vocabulary's movie
-      counts) and ``remove_accidental_hits`` (``candidate_ids`` = movie ids);
+    * sampled softmax (``full_softmax`` off): ``tfrs.tasks.Retrieval`` over the ``B``
+      in-batch candidates plus, with ``num_sampled_negatives = N > 0``, a pool of ``N``
+      negatives shared by the batch (components/trainer/sampling.py), embedded by the
+      candidate tower: logits ``[B, B + N]``, with ``candidate_sampling_probability``
+      (log-Q correction, from ``movie_counts``) and ``remove_accidental_hits``
+      (``candidate_ids`` = movie ids; pool draws of the positive movie are masked too);
     * ``full_softmax``: cross-entropy of logits = query x all ``M`` catalogue embeddings
-      ``[B, M]`` against the label's catalogue row -- unbiased, and what top-K measures.
+      ``[B, M]`` against the label's catalogue row -- unbiased, and what top-K measures,
+      but its cost grows with ``M``.
 
-    With ``compute_metrics``, ``FactorizedTopK`` (named ``factorized_top_k``) updates
-    top-``ks`` accuracy over the whole catalogue, id-based.
+    ``movie_counts`` ``[M]``: the popularity behind log-Q and the pool (default: the
+    vocabulary's counts). With ``compute_metrics``, ``FactorizedTopK`` (named
+    ``factorized_top_k``) updates top-``ks`` accuracy over the whole catalogue, id-based.
     """
 
     def __init__(self, candidate_tower: keras.Model, vocabulary: Vocabulary, *,
                  full_softmax: bool = False, logq_correction: bool = False,
                  remove_accidental_hits: bool = True, temperature: float = 1.0,
-                 ks: Sequence[int] = (1, 5, 10, 50, 100), name: str = "retrieval_task"):
+                 ks: Sequence[int] = (1, 5, 10, 50, 100), num_sampled_negatives: int = 0,
+                 movie_counts: Optional[np.ndarray] = None, name: str = "retrieval_task"):
         super().__init__(name=name)
         self.candidate_tower = candidate_tower
         self._full_softmax = full_softmax
@@ -80,16 +88,20 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.base.Task):
         self._row_lookup = keras.layers.IntegerLookup(
             vocabulary=vocabulary.movie_ids, mask_token=None, num_oov_indices=1,
             name="catalogue_row_lookup")
+        probabilities = vocabulary.candidate_probabilities(counts=movie_counts)
         self._sampling_probability = None
         if logq_correction and not full_softmax:
-            probabilities = vocabulary.candidate_probabilities()
             # Row 0: movies outside the vocabulary (never seen): the rarest probability.
             self._sampling_probability = tf.constant(
                 np.concatenate([[probabilities.min()], probabilities]).astype(np.float32))
+        self.negative_sampler = None
+        if num_sampled_negatives and not full_softmax:
+            self.negative_sampler = sampling.NegativeSampler(
+                vocabulary.movie_ids, probabilities, num_sampled_negatives)
         self.top_k = tfrs.metrics.FactorizedTopK(
             CatalogueTopK(candidate_tower, vocabulary.movie_ids, k=max(ks)), ks=tuple(ks))
         self.sampled = tfrs.tasks.Retrieval(
-            metrics=self.top_k, remove_accidental_hits=remove_accidental_hits,
+            remove_accidental_hits=remove_accidental_hits,
             temperature=None if self._temperature == 1.0 else self._temperature)
 
     def catalogue_rows(self, movie_ids):
@@ -98,25 +110,8 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.base.Task):
 
     def call(self, query_embeddings, candidate_embeddings, candidate_ids,
              sample_weight=None, compute_metrics: bool = True):
-        if not self._full_softmax:
-            probability = None
-            if self._sampling_probability is not None:
-                probability = tf.gather(self._sampling_probability,
-                                        self._row_lookup(candidate_ids))
-            return retrieval_call(
-                self.sampled, query_embeddings, candidate_embeddings,
-                sample_weight=sample_weight,
-                candidate_sampling_probability=probability, candidate_ids=candidate_ids,
-                compute_metrics=compute_metrics)
-
-        catalogue = self.candidate_tower(self._catalogue_ids)                  # [M, D]
-        logits = tf.matmul(query_embeddings, catalogue, transpose_b=True) / self._temperature
-        rows = self.catalogue_rows(candidate_ids)
-        known = tf.cast(rows >= 0, tf.float32)
-        weight = known if sample_weight is None else known * sample_weight
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.maximum(rows, 0), logits=logits)
-        loss = tf.reduce_sum(losses * weight)
+        loss = (self._full_loss if self._full_softmax else self._sampled_loss)(
+            query_embeddings, candidate_ids, candidate_embeddings, sample_weight)
         if compute_metrics:
             update = self.top_k.update_state(
                 query_embeddings, candidate_embeddings, true_candidate_ids=candidate_ids,
@@ -125,10 +120,56 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.base.Task):
                 loss = tf.identity(loss)
         return loss
 
+    def _sampled_loss(self, query_embeddings, candidate_ids, candidate_embeddings,
+                      sample_weight):
+        """In-batch ``[B]`` plus pooled ``[N]`` candidates -> logits ``[B, B + N]``."""
+        if self.negative_sampler is not None:
+            pool = self.negative_sampler()                                      # [N]
+            candidate_embeddings = tf.concat(
+                [candidate_embeddings, self.candidate_tower(pool)], axis=0)     # [B+N, D]
+            candidate_ids = tf.concat([candidate_ids, pool], axis=0)            # [B+N]
+        probability = None
+        if self._sampling_probability is not None:
+            probability = tf.gather(self._sampling_probability,
+                                    self._row_lookup(candidate_ids))
+        return retrieval_call(
+            self.sampled, query_embeddings, candidate_embeddings,
+            sample_weight=sample_weight, candidate_sampling_probability=probability,
+            candidate_ids=candidate_ids, compute_metrics=False)
+
+    def _full_loss(self, query_embeddings, candidate_ids, candidate_embeddings,
+                   sample_weight):
+        """Logits against the whole catalogue ``[B, M]``."""
+        del candidate_embeddings  # the catalogue is re-embedded whole
+        catalogue = self.candidate_tower(self._catalogue_ids)                  # [M, D]
+        logits = tf.matmul(query_embeddings, catalogue, transpose_b=True) / self._temperature
+        rows = self.catalogue_rows(candidate_ids)
+        known = tf.cast(rows >= 0, tf.float32)
+        weight = known if sample_weight is None else known * sample_weight
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.maximum(rows, 0), logits=logits)
+        return tf.reduce_sum(losses * weight)
+
+
+class GlobalMeanSquaredError(keras.losses.Loss):
+    """``(ratings [B], predictions [B])`` -> scalar: the squared error averaged over the
+    *global* batch -- each replica's sum over its ``B`` examples divided by ``B x R`` --
+    so that the ``R`` replicas' summed gradients are the gradient of the global mean
+    (Keras refuses its own mean-reducing losses outside ``compile`` under a
+    ``tf.distribute`` strategy). On one device (``R = 1``): the plain mean."""
+
+    def __init__(self, name: str = "mean_squared_error"):
+        super().__init__(reduction=keras.losses.Reduction.SUM, name=name)
+
+    def call(self, y_true, y_pred):
+        errors = tf.square(y_pred - tf.cast(y_true, y_pred.dtype))
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return errors / tf.cast(tf.size(errors) * replicas, errors.dtype)
+
 
 def ranking_task() -> tfrs.tasks.Ranking:
     return tfrs.tasks.Ranking(
-        loss=keras.losses.MeanSquaredError(),
+        loss=GlobalMeanSquaredError(),
         metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])
 
 

@@ -71,15 +71,19 @@ class Vocabulary:
                              "example generator)")
         return self.max_context_length, self.max_context_movie_genre_length
 
-    def candidate_probabilities(self, smoothing: float = 1.0) -> np.ndarray:
+    def candidate_probabilities(self, smoothing: float = 1.0,
+                                counts: Optional[np.ndarray] = None) -> np.ndarray:
         """float32 ``[M]``: how likely each movie is to be a random example's movie.
 
         This is the in-batch sampling probability that the log-Q correction of sampled
         softmax subtracts (``logit - log(p)``). ``smoothing`` is added to every count so
-        that a never-rated movie has a finite log-probability. The counts are of *kept*
-        ratings over both splits: close to, not exactly, the training distribution.
+        that a never-rated movie has a finite log-probability. ``counts`` ``[M]``
+        defaults to the vocabulary's, of *kept* ratings over both splits: close to, not
+        exactly, the training distribution (``sampling.training_movie_counts`` gives
+        the training examples' own).
         """
-        counts = self.movie_counts.astype(np.float64) + smoothing
+        counts = (self.movie_counts if counts is None else np.asarray(counts))
+        counts = counts.astype(np.float64) + smoothing
         return (counts / counts.sum()).astype(np.float32)
 
 
