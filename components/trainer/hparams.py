@@ -41,6 +41,9 @@ class HParams:
       learning_rate, optimizer: one of ``OPTIMIZERS`` (the tutorials use Adagrad 0.1).
         ``learning_rate`` is the rate of one replica's batch: with ``R`` replicas the
         optimizer runs at ``learning_rate x R`` (linear scaling with the global batch).
+        The retrieval losses are sums over the batch, not means: with plain SGD their
+        step grows by about ``R**2``, not ``R`` (Adam and Adagrad, which the presets
+        use, normalise the gradient's scale away).
       rating_weight, retrieval_weight: the multitask loss weights.
       use_timestamps: the user tower adds the ``timestamp_features``.
       use_title, use_genres: the movie tower adds pooled title-token and genre embeddings.
