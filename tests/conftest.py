@@ -404,7 +404,8 @@ def retrained(served_pipeline, tmp_path_factory):
 # ---------------------------------------------------------------------------------------
 # Tiers: `make test-fast` runs `-m "not e2e"`. A test is e2e when it runs the whole
 # pipeline (LocalDagRunner, the Vertex emulator, a CLI run), directly or through one of
-# these shared fixtures; the rest are unit tests of functions and single Beam runs.
+# these shared fixtures, or runs a Vertex task's process (marked in its module); the rest
+# are unit tests of functions and single Beam runs.
 E2E_FIXTURES = {"served_pipeline", "degraded_run", "two_runs", "short_context_run",
                 "retrained"}
 E2E_MODULES = {"test_pipeline", "test_retraining", "test_interruption",

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 from google.protobuf import json_format
 from kfp import components as kfp_components
@@ -128,6 +129,7 @@ def _executor_input(data_dir: str, output_file: str) -> str:
         "outputs": {"outputFile": output_file}})
 
 
+@pytest.mark.e2e
 def test_driver_writes_the_datas_fingerprint_as_the_examplegens_parameter(tmp_path):
     """Run as the backend runs it (a fresh process, the spec's command), on a local
     directory; then in this process on a remote:// copy, as on a bucket."""
