@@ -7,15 +7,15 @@ generator's context length; ``D`` = ``embedding_dim``)::
     AttentionQueryTower        {context_movie_id [B, L']}         -> [B, D]
       .sequence(ids [B, L'])   -> (outputs [B, L', D], mask [B, L'] bool, last [B] int)
 
-SASRec (Kang and McAuley, 2018) with the sequence examples' layout: histories are oldest
-first and padded with 0 at the *end*. So positions are counted back from the most recent
-movie (its learned position embedding is row 0, the one before it row 1, ...), which is
-SASRec's left-padded layout read from the right: a movie's position does not depend on
-how much padding follows the history. Attention is causal (position ``i`` sees ``j <= i``)
-and never sees padding, so the output at a position depends only on the movies up to it;
-the query is the output at the last real movie. Appending padding, or movies after
-position ``i``, leaves the output at ``i`` unchanged. Only the ``L`` most recent movies
-of a longer history are read (the window the model was trained on).
+SASRec (Kang and McAuley, 2018) on the sequence examples' layout: histories are oldest
+first and padded with 0 at the *end*. Attention is causal (position ``i`` sees the real
+movies at ``j <= i``) and never sees padding, and the learned positions count from the
+first movie read (0, 1, ...): so the output at position ``i`` depends only on the movies
+up to ``i`` -- it is the query of that prefix, which is what the every-position loss
+trains (models.AttentionModel) -- and the query is the output at the last real movie.
+Appending padding, or any movie after position ``i``, leaves the output at ``i``
+unchanged. A history longer than ``L`` is read from its ``L`` most recent movies (the
+window the model was trained on), positions counted from the first of them.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class AttentionQueryTower(keras.Model):
     Args:
       movie_tower: embeds the context movies (ids ``[B, L']`` -> ``[B, L', D]``): the
         candidate tower itself for shared item representations, or a tower of its own.
-      max_length: ``L``, how many of the most recent movies are read (the learned
+      max_length: ``L``, how many of the most recent movies are read (as many learned
         positions).
       embedding_dim: ``D``, the movie tower's width.
       blocks, heads, dropout: the transformer blocks (:class:`CausalSelfAttentionBlock`),
@@ -106,12 +106,15 @@ class AttentionQueryTower(keras.Model):
     def sequence(self, ids, training=None):
         """``ids [B, L']`` -> (outputs ``[B, L', D]``, mask ``[B, L']``: the real movies
         read, last ``[B]``: the index of the last real movie, 0 for an empty history).
-        The output at ``i`` depends only on the movies at ``j <= i``."""
+        For histories of at most ``L`` movies, the output at ``i`` depends only on the
+        movies at ``j <= i``."""
         real = tf.not_equal(ids, contract.PAD_MOVIE_ID)
-        # Real movies after each position: 0 for the most recent, 1 before it, ...
+        # Real movies after each position; the L most recent (0 .. L-1) are read.
         recency = tf.cumsum(tf.cast(real, tf.int32), axis=1, reverse=True, exclusive=True)
         mask = tf.logical_and(real, recency < self.max_length)
-        positions = self.position_embedding(tf.minimum(recency, self.max_length - 1))
+        # Movies read before each position: 0 for the first one read, 1 after it, ...
+        order = tf.cumsum(tf.cast(mask, tf.int32), axis=1, exclusive=True)
+        positions = self.position_embedding(tf.minimum(order, self.max_length - 1))
         x = self.input_dropout(self.movie_tower(ids) + positions, training=training)
         x = x * tf.cast(mask, x.dtype)[..., None]
         for block in self.blocks:
