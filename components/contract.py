@@ -157,7 +157,8 @@ class ModelKind:
 RETRIEVAL = "retrieval"
 RANKING = "ranking"
 MULTITASK = "multitask"
-SEQUENTIAL = "sequential"
+SEQUENTIAL = "sequential"  # a GRU over the last movies
+ATTENTION = "attention"  # causal self-attention over the last movies (SASRec-style)
 
 MODEL_KINDS: Dict[str, ModelKind] = {kind.name: kind for kind in (
     ModelKind(RETRIEVAL, RATING, MOVIE_ID, (MOVIE_ID,), (USER_ID,),
@@ -167,6 +168,8 @@ MODEL_KINDS: Dict[str, ModelKind] = {kind.name: kind for kind in (
     ModelKind(MULTITASK, RATING, MOVIE_ID, (MOVIE_ID,), (USER_ID,),
               retrieves=True, rates=True),
     ModelKind(SEQUENTIAL, SEQUENCE, LABEL_MOVIE_ID, (LABEL_MOVIE_ID, CONTEXT_MOVIE_ID),
+              (CONTEXT_MOVIE_ID,), retrieves=True, rates=False),
+    ModelKind(ATTENTION, SEQUENCE, LABEL_MOVIE_ID, (LABEL_MOVIE_ID, CONTEXT_MOVIE_ID),
               (CONTEXT_MOVIE_ID,), retrieves=True, rates=False),
 )}
 

@@ -68,10 +68,10 @@ def test_each_compiled_baseline_is_the_latest_blessed_model_of_the_same_model(tm
     output = tmp_path / "spec.json"
     assert pipeline_runner.main([
         "compile", "--target", "kubeflow", "--image", "x", "--data-dir", "gs://b/d",
-        "--models", "multitask,ranking,sequential", "--output", str(output)]) == 0
+        "--models", "multitask,ranking,sequential,attention", "--output", str(output)]) == 0
     spec = json.loads(output.read_text())["pipelineSpec"]
     executors, tasks = spec["deploymentSpec"]["executors"], spec["root"]["dag"]["tasks"]
-    for name in ("multitask", "ranking", "sequential"):
+    for name in ("multitask", "ranking", "sequential", "attention"):
         prefix = name.capitalize()
         evaluator = tasks[f"{prefix}Evaluator"]["inputs"]
         baseline = evaluator["artifacts"]["baseline_model"]["taskOutputArtifact"]
