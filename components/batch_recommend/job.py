@@ -19,6 +19,7 @@ seconds of the whole job (start-up and model loading included), written to
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -69,6 +70,9 @@ class RecommendFn(beam.DoFn):
         self._model = model  # keeps the resources the signature uses alive
         self._signature = model.signatures[contract.RECOMMEND_SIGNATURE]
         self._rated = serving.RatedMovies.of_model(self._model_dir)
+
+    def teardown(self):
+        self._model = self._signature = None  # before the interpreter's own shutdown
 
     def process(self, users: Sequence[int]) -> Iterable[Dict[str, Any]]:
         known = [int(u) for u in users if self._rated is None or int(u) in self._rated]
@@ -188,5 +192,5 @@ def read_rows(output_dir: str) -> List[Dict[str, Any]]:
     directory = os.path.join(output_dir, contract.BATCH_PARQUET_DIR)
     for name in sorted(fileio.listdir(directory)):
         with fileio.open(os.path.join(directory, name), "rb") as handle:
-            rows.extend(pq.read_table(handle).to_pylist())
+            rows.extend(pq.read_table(io.BytesIO(handle.read())).to_pylist())
     return rows

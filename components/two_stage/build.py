@@ -43,8 +43,17 @@ def _stage(serving_root: str, model_name: str) -> Optional[Dict[str, Any]]:
             "source_model": serving.read_serving_info(latest).get("source_model")}
 
 
-def _built_version(bases: Dict[str, str], key: Dict[str, Any]) -> Optional[int]:
-    """The latest version of every variant, if it is one version built from ``key``."""
+def _key(info: Dict[str, Any]) -> Dict[str, Any]:
+    """What a two-stage version is built from: each stage's model and pushed version,
+    N and max_k (not the directories: a copied serving root holds the same models)."""
+    return {"stages": {name: [stage["model_name"], stage["version"]]
+                       for name, stage in (info.get(contract.STAGES) or {}).items()},
+            "settings": [info.get(contract.NUM_CANDIDATES), info.get("max_k")]}
+
+
+def _built_version(bases: Dict[str, str], wanted: Dict[str, Any]) -> Optional[int]:
+    """The latest version of every variant, if it is one version built from what
+    ``wanted`` (a serving.json's content) says."""
     from components.pusher import serving  # pylint: disable=import-outside-toplevel
 
     latest = {max(publishing.versions(base), default=None) for base in bases.values()}
@@ -53,7 +62,7 @@ def _built_version(bases: Dict[str, str], key: Dict[str, Any]) -> Optional[int]:
     (version,) = latest
     info = serving.read_serving_info(
         os.path.join(bases[contract.BRUTE_FORCE], str(version)))
-    return version if {name: info.get(name) for name in key} == key else None
+    return version if _key(info) == _key(wanted) else None
 
 
 def build(serving_root: str, retrieval_name: str = contract.RETRIEVAL,
