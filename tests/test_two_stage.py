@@ -200,3 +200,19 @@ def test_recommend_two_stage_refuses_a_history(served_pipeline, capsys):
     code, out, err = _cli(served_pipeline, capsys, "--history", "1,2", "--two-stage")
     assert code == 2 and out == ""
     assert err.startswith("error: --two-stage") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.e2e
+def test_recommend_two_stage_include_rated_keeps_rated_candidates(served_pipeline):
+    """--include-rated: recommend_excluding with nothing to leave out, so the user's
+    rated movies may come back; without it they never do."""
+    root = served_pipeline.config.serving_root
+    rated = set(recommend.Catalogue.load(_latest(served_pipeline, contract.TWO_STAGE))
+                .rated_by(42))
+    loaded = {}
+    _, kept, _ = recommend.recommend(root, 100, user=42, variant=contract.BRUTE_FORCE,
+                                     two_stage=True, include_rated=True, loaded=loaded)
+    _, left_out, _ = recommend.recommend(root, 100, user=42, variant=contract.BRUTE_FORCE,
+                                         two_stage=True, loaded=loaded)
+    assert {item.movie_id for item in kept} & rated
+    assert not {item.movie_id for item in left_out} & rated
