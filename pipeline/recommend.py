@@ -152,8 +152,6 @@ def recommend(serving_root: str, k: int = 10, user: Optional[int] = None,
     rating in the data, so a historical data set is queried within its own time span).
     ``loaded``: models already loaded, by directory (filled here): several queries of one
     model load it once."""
-    from components.pusher import serving  # pylint: disable=import-outside-toplevel
-
     if (user is None) == (history is None):
         raise RecommendError("give either --user or --history")
     if fallback not in FALLBACKS:
@@ -173,6 +171,8 @@ def recommend(serving_root: str, k: int = 10, user: Optional[int] = None,
                                  "out --timestamp")
         model_name = contract.TWO_STAGE
     model_name = model_name or (contract.RETRIEVAL if user is not None else contract.SEQUENTIAL)
+    from components.pusher import serving  # pylint: disable=import-outside-toplevel  (TF)
+
     path = model_dir(serving_root, model_name, variant)
     check_k(k, serving.read_serving_info(path).get("max_k"), model_name)
     catalogue = Catalogue.load(path)
