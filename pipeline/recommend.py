@@ -18,6 +18,7 @@ may be local or on ``gs://`` (files are read through components/pusher/serving.p
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import sys
 from typing import Dict, List, Optional, Sequence, TextIO
@@ -109,7 +110,7 @@ def check_k(k: int, max_k: Optional[int] = None, model_name: str = "") -> None:
 
 def load_model(path: str, variant: str):
     if variant == SCANN:
-        import scann  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        importlib.import_module("scann")  # registers the ScaNN ops before loading
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     return tf.saved_model.load(path)
