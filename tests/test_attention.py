@@ -26,7 +26,7 @@ from components.trainer import inputs
 from components.trainer import models as M
 from components.trainer import run
 from components.trainer import vocabulary as vocab_lib
-from pipeline import configs
+from pipeline import configs, recommend
 from test_pusher import _expected_top_k, _load_in_fresh_process
 
 ATTENTION = contract.ATTENTION
@@ -228,3 +228,8 @@ def test_the_pusher_serves_it_with_both_variants(exported, tmp_path):
     for variant in (scann, brute):
         for row, excluding in zip(variant["movie_ids"], variant["excluding"]):
             assert not set(row[:3]) & set(excluding)
+    # `recommend --model attention --history ...` (exact scoring, in this process).
+    history = [5, 17, 130]
+    _, items, _ = recommend.recommend(root, k=5, history=history, model_name=ATTENTION,
+                                      variant=recommend.BRUTE_FORCE)
+    assert len(items) == 5 and not {item.movie_id for item in items} & set(history)

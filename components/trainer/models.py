@@ -220,35 +220,45 @@ class MultitaskModel(_Model):
                 + self.hparams.retrieval_weight * retrieval_loss)
 
 
-class SequentialModel(_TwoTowerModel):
-    """The sequential tutorial: a GRU over the user's last movies retrieves the next one.
-
+class _SequenceModel(_TwoTowerModel):
+    """Retrieval of the next movie from the context movies of sequence examples:
     ``call(features)`` -> query embeddings ``[B, D]`` from ``context_movie_id``
-    ``[B, L]``; the label is ``label_movie_id`` ``[B]``, embedded by the candidate tower.
-    """
+    ``[B, L]``; the label ``label_movie_id`` ``[B]`` is embedded by the candidate tower.
+    Subclasses give the query tower (:meth:`build_query_tower`) and the model's name."""
 
+    model_name = "sequence_model"
 
     def __init__(self, vocabulary: Vocabulary, hparams: HParams,
                  timestamp_stats: Optional[inputs.TimestampStats] = None,
                  movie_counts: Optional[np.ndarray] = None):
         del timestamp_stats  # the sequence examples' timestamp is not a query feature here
-        super().__init__(name="sequential_model")
+        super().__init__(name=self.model_name)
         self.hparams = hparams
         self.candidate_tower = _movie_tower(vocabulary, hparams)
-        self.query_tower = towers.SequenceQueryTower(
+        self.query_tower = self.build_query_tower(vocabulary, hparams)
+        self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams, movie_counts)
+
+    def build_query_tower(self, vocabulary: Vocabulary, hparams: HParams) -> keras.Model:
+        raise NotImplementedError
+
+
+class SequentialModel(_SequenceModel):
+    """The sequential tutorial: a GRU over the user's last movies retrieves the next one
+    (components/trainer/towers.py ``SequenceQueryTower``)."""
+
+    model_name = "sequential_model"
+
+    def build_query_tower(self, vocabulary, hparams):
+        return towers.SequenceQueryTower(
             vocabulary, hparams.embedding_dim,
             movie_tower=self.candidate_tower if hparams.share_embeddings else None,
             mask_padding=hparams.mask_padding, l2=hparams.l2_regularization)
-        self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams, movie_counts)
 
 
-class AttentionModel(_TwoTowerModel):
-    """SASRec-style: causal self-attention over the user's last movies retrieves the next.
-
-    ``call(features)`` -> query embeddings ``[B, D]`` from ``context_movie_id`` ``[B, L]``
-    (components/trainer/attention.py: the output at the last real movie); the label is
-    ``label_movie_id`` ``[B]``, embedded by the candidate tower (which also embeds the
-    context movies with ``share_embeddings``).
+class AttentionModel(_SequenceModel):
+    """SASRec-style: causal self-attention over the user's last movies retrieves the next
+    (components/trainer/attention.py: the query is the output at the last real movie;
+    with ``share_embeddings`` the candidate tower also embeds the context movies).
 
     Loss: the label's retrieval loss from the last real position (as the GRU's), plus,
     with ``every_position_weight`` > 0 and in training only, that weight times the loss
@@ -257,20 +267,15 @@ class AttentionModel(_TwoTowerModel):
     top-K are the label's alone, comparable with the GRU's.
     """
 
-    def __init__(self, vocabulary: Vocabulary, hparams: HParams,
-                 timestamp_stats: Optional[inputs.TimestampStats] = None,
-                 movie_counts: Optional[np.ndarray] = None):
-        del timestamp_stats  # the sequence examples' timestamp is not a query feature here
-        super().__init__(name="attention_model")
-        self.hparams = hparams
-        self.candidate_tower = _movie_tower(vocabulary, hparams)
-        self.query_tower = attention.AttentionQueryTower(
+    model_name = "attention_model"
+
+    def build_query_tower(self, vocabulary, hparams):
+        return attention.AttentionQueryTower(
             self.candidate_tower if hparams.share_embeddings
             else _movie_tower(vocabulary, hparams),
             vocabulary.sequence_shape()[0], hparams.embedding_dim,
             blocks=hparams.attention_blocks, heads=hparams.attention_heads,
             dropout=hparams.attention_dropout, l2=hparams.l2_regularization)
-        self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams, movie_counts)
 
     def compute_loss(self, features, training=False):
         ids = features[contract.CONTEXT_MOVIE_ID]
