@@ -264,7 +264,9 @@ def test_top_k_accuracy_and_exclusions():
     queries = np.ones((3, 1), np.float32)
     labels = np.array([2, 0, -1])  # ranks 3, 1, and an unknown movie (always a miss)
     result = trainer_eval.top_k_accuracy(queries, catalogue, labels, ks=(1, 2, 3))
-    assert result == {"top_1": 1 / 3, "top_2": 1 / 3, "top_3": 2 / 3, "queries": 3}
+    assert result == {"top_1": 1 / 3, "top_2": 1 / 3, "top_3": 2 / 3, "queries": 3,
+                      # NDCG of one relevant movie: 1 / log2(2 + 0-based rank) within k.
+                      "ndcg_1": 1 / 3, "ndcg_2": 1 / 3, "ndcg_3": (1 + 1 / np.log2(4)) / 3}
     # Excluding rows 0 and 1 lifts the first label to rank 1, even though its own row (2)
     # is listed too; the second query's label (row 0) is listed but never excluded.
     excluded = [np.array([0, 1, 2]), np.array([0, 1]), None]
