@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import time
 
-import components  # noqa: F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow)
-
-import numpy as np
-import tensorflow as tf
-
+# components first: it sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads.
 from components.trainer import hparams as hp
 from components.trainer import inputs
 from components.trainer import models as M
+
+import numpy as np
+import tensorflow as tf
 
 
 def log(message: str) -> None:

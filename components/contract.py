@@ -107,6 +107,8 @@ SCANN = "scann"  # and a ScaNN index (served under <model>_scann/)
 SERVING_INFO_FILE = "serving.json"
 RECOMMEND_SIGNATURE = "serving_default"
 EXCLUDING_SIGNATURE = "recommend_excluding"
+# Only for a model that reads a query time: serving_default's inputs plus "timestamp".
+QUERY_TIME_SIGNATURE = "recommend_at_time"
 K_INPUT = "k"
 EXCLUDE_INPUT = "exclude_movie_ids"
 MOVIE_IDS_OUTPUT = "movie_ids"
