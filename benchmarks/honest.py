@@ -128,9 +128,10 @@ def run_temporal(paths, with_models: bool = True) -> Dict[str, Dict]:
     warm_users = np.unique(eval_set.users)
     num_movies = vocabulary.num_movies
     counts = np.bincount(train_set.movies[train_set.movies >= 0], minlength=num_movies)
-    log(f"[temporal] {len(train_set)} training ratings, {len(eval_all)} held out; "
-        f"{len(eval_set)} of {len(np.unique(eval_all.users))} eval users' ratings are of "
-        f"users with training ratings ({len(warm_users)} users; the rest are cold starts)")
+    log(f"[temporal] {len(train_set)} training ratings, {len(eval_all)} held out, of "
+        f"which {len(eval_set)} are of the {len(warm_users)} (of "
+        f"{len(np.unique(eval_all.users))}) eval users with training ratings (the rest "
+        f"are cold starts, left out of the top-K figures)")
     results: Dict[str, Dict] = {"temporal_data": {
         "train_ratings": len(train_set), "eval_ratings": len(eval_all),
         "eval_ratings_warm": len(eval_set), "eval_users_warm": int(len(warm_users)),

@@ -95,6 +95,8 @@ EXAMPLES_INPUT = "examples"
 QUERY_EMBEDDING = "query_embedding"  # serving_default's output (retrieval-like models)
 RATING_OUTPUT = "rating"  # serving_default's output (ranking)
 SCORES = "scores"  # eval_scores' output [B, M]
+# eval_scores' output [B, M] with each user's training movies (not the label) scored lowest
+SCORES_EXCLUDING_RATED = "scores_excluding_rated"
 LABEL_INDEX = "label_index"  # transform_features' outputs
 USER_ACTIVITY = "user_activity"
 MOVIE_POPULARITY = "movie_popularity"

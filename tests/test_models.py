@@ -556,6 +556,41 @@ def test_export_sequential_and_ranking(data, tmp_path, kind):
     np.testing.assert_allclose(out, expected, atol=1e-6)
 
 
+def test_eval_scores_exclude_each_users_training_movies_but_the_label(tmp_path):
+    """The Evaluator's seen-excluded scores rank as the Trainer's *_excluding_rated and
+    the served recommend_excluding do; SparseNdcgAtK agrees with the Trainer's NDCG."""
+    from components.evaluator.metrics import SparseNdcgAtK
+    from components.evaluator.slices import SliceSpec
+    from components.trainer import histories
+
+    vocab = _small_vocab()
+    hparams = hp.HParams(model=hp.RETRIEVAL, embedding_dim=4)
+    model = M.build_model(hparams, vocab)
+    catalogue = trainer_eval.catalogue_embeddings(model.candidate_tower, vocab)
+    pairs = histories.PairAccumulator()   # user 1 rated rows 0, 2, 3; user 2 row 5
+    pairs.add(np.array([1, 1, 1, 2]), np.array([0, 2, 3, 5]))
+    seen = pairs.result()
+    loaded = tf.saved_model.load(export.save(export.export_module(
+        model, hparams, vocab, SliceSpec(), catalogue, seen), str(tmp_path / "m")))
+    users, labels = np.array([1, 1, 2, 3]), np.array([2, 4, 1, 0])  # user 1's label 2: seen
+    serialized = tf.constant([inputs.serialize_example(
+        {contract.USER_ID: [int(u)], contract.MOVIE_ID: [int(vocab.movie_ids[r])]})
+        for u, r in zip(users, labels)])
+    out = loaded.signatures["eval_scores"](examples=serialized)
+    scores, masked = out["scores"].numpy(), out["scores_excluding_rated"].numpy()
+    lowest = np.finfo(np.float32).min
+    expected = scores.copy()
+    expected[0, [0, 3]] = expected[1, [0, 2, 3]] = expected[2, 5] = lowest
+    np.testing.assert_array_equal(masked, expected)
+    # The same ranks as the Trainer's streamed figures with the same history.
+    queries = model.query_tower({contract.USER_ID: tf.constant(users)}).numpy()
+    ranks = trainer_eval.label_ranks(queries, catalogue, labels, seen.pairs_of(users))
+    metric = SparseNdcgAtK(k=3)
+    metric.update_state(tf.constant(labels), tf.constant(masked))
+    assert float(metric.result()) == pytest.approx(
+        trainer_eval.rank_metrics(ranks, (3,))["ndcg_3"], abs=1e-6)
+
+
 # ---------------------------------------------------------------------------------------
 # Scale: sampled softmax, streamed evaluation, tf.distribute.
 
