@@ -6,7 +6,7 @@ the arrays the baselines read.
   next movie also sits inside their training data's time span (and, for sequences, in
   later examples' contexts): kept only to compare with the tutorials.
 * ``temporal`` (rating models): one global time cutoff, the last 20% of ratings in time
-  go to eval (``ExampleGenConfig(split_strategy="temporal")``). Validation, for tuning
+  go to eval (``ExampleGenConfig(split_strategy="honest")``: its rating examples). Validation, for tuning
   the baselines, is the last 10% in time of the training ratings (the same cut, inside
   train).
 * ``leave_last_out`` (sequence models): each user's last kept rating is the eval label
@@ -40,21 +40,22 @@ from components.trainer import vocabulary as vocab_lib
 
 TUTORIAL, TEMPORAL, LEAVE_LAST_OUT = "tutorial", "temporal", "leave_last_out"
 PROTOCOLS = (TUTORIAL, TEMPORAL, LEAVE_LAST_OUT)
-# Which example generation each protocol reads (its ExampleGenConfig.split_strategy).
-SPLIT_STRATEGY = {TUTORIAL: "random", TEMPORAL: "temporal", LEAVE_LAST_OUT: "leave_last_out"}
+# Which example generation each protocol reads (its ExampleGenConfig.split_strategy):
+# "honest" splits ratings temporally and sequences leave-last-out in one run.
+SPLIT_STRATEGY = {TUTORIAL: "random", TEMPORAL: "honest", LEAVE_LAST_OUT: "honest"}
 # Validation inside the temporal protocol's training split: its last share in time.
 VALIDATION_FRACTION = 0.1
 KS = (1, 5, 10, 50, 100)
 
 
-def generate_examples(data_dir: str, out: str, protocol: str, seed: int = 42):
-    """Runs the example generator (in-process, DirectRunner) with the protocol's split;
-    returns ``(OutputPaths, one-line summary)``."""
+def generate_examples(data_dir: str, out: str, split_strategy: str, seed: int = 42):
+    """Runs the example generator (in-process, DirectRunner) with ``split_strategy`` (of
+    :data:`SPLIT_STRATEGY`); returns ``(OutputPaths, one-line summary)``."""
     from components.example_gen import generate
     from components.example_gen.config import ExampleGenConfig
 
     paths = generate.OutputPaths.under(out)
-    config = ExampleGenConfig(seed=seed, split_strategy=SPLIT_STRATEGY[protocol])
+    config = ExampleGenConfig(seed=seed, split_strategy=split_strategy)
     statistics = generate.generate(data_dir, config, paths)
     return paths, generate.summary_line(statistics)
 

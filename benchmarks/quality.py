@@ -127,15 +127,20 @@ def main(argv=None) -> int:
     try:
         for dataset in datasets:
             data_dir = dataset_dir(dataset, args, work)
+            examples = {}  # split strategy -> the example generator's paths
             for protocol in chosen_protocols:
                 if protocol == protocols.TUTORIAL and dataset != "ml-100k":
                     continue
-                log(f"example generation ({protocol} split): {data_dir}")
-                out = work / f"examples-{dataset}-{protocol}"
-                if out.exists():
-                    shutil.rmtree(out)
-                paths, summary = protocols.generate_examples(data_dir, str(out), protocol)
-                log(f"  {summary} ({time.time() - start:.0f} s)")
+                strategy = protocols.SPLIT_STRATEGY[protocol]
+                if strategy not in examples:
+                    log(f"example generation ({strategy} split): {data_dir}")
+                    out = work / f"examples-{dataset}-{strategy}"
+                    if out.exists():
+                        shutil.rmtree(out)
+                    examples[strategy], summary = protocols.generate_examples(
+                        data_dir, str(out), strategy)
+                    log(f"  {summary} ({time.time() - start:.0f} s)")
+                paths = examples[strategy]
                 if protocol == protocols.TUTORIAL:
                     tutorial = tutorial_protocol.run(paths, only, not args.no_tutorials)
                     continue

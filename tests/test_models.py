@@ -386,11 +386,11 @@ def test_retrieval_learns_and_beats_random_and_popularity(data, rating_history):
 
 
 def test_full_softmax_retrieval_with_features(data, rating_history):
-    # The retrieval preset: full softmax, timestamps (global and user-relative), title
-    # and genres.
+    # The retrieval preset (full softmax, title and genres) plus the time features
+    # (global and user-relative), which no preset uses any more.
     hparams = hp.HParams.from_dict({
         "epochs": 3, "batch_size": 512, "embedding_dim": 32, "timestamp_buckets": 100,
-        "train_top_k_metrics": True, "top_ks": [10, 100]})
+        "train_top_k_metrics": True, "top_ks": [10, 100], "use_timestamps": True})
     assert hparams.full_softmax and hparams.use_timestamps and hparams.use_genres
     train, evaluation = _datasets(data, hparams)
     stats = inputs.training_timestamp_stats(hparams, data["rating"]["train"])
