@@ -415,7 +415,8 @@ E2E_MODULES = {"test_pipeline", "test_retraining", "test_interruption",
 # together to one worker, so that its runs happen once. Slow modules are dealt first, so
 # that no worker is left with one of them at the end.
 SERVED_MODULES = {"test_console_output", "test_evaluator", "test_pipeline", "test_pusher",
-                  "test_recommend", "test_retraining", "test_run_report", "test_settings"}
+                  "test_recommend", "test_retraining", "test_run_report", "test_settings",
+                  "test_served_agreement"}
 SERVED_GROUP = "served_pipeline"
 _SLOW_FIRST = (SERVED_GROUP, "test_vertex_entrypoint", "test_validation",
                "test_interruption", "test_models", "test_example_gen")
