@@ -15,7 +15,7 @@ import remote_fs
 from tfx.dsl.io import fileio
 
 from components.pusher import ann, executor, publishing, serving
-from conftest import serving_tree
+from conftest import SERVED_MIN_TOP_K, serving_tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,7 +99,7 @@ def test_degraded_model_is_neither_blessed_nor_pushed_and_the_pushed_version_sta
     with open(os.path.join(runs.output("RetrievalTrainer", "model_run", True),
                            "metrics.json")) as handle:
         degraded = json.load(handle)
-    assert degraded["top_100"] < 0.4          # untrained: about 100 / 400
+    assert degraded["top_100"] < SERVED_MIN_TOP_K   # untrained: about 100 / 400
     blessing = runs.output("RetrievalEvaluator", "blessing", degraded=True)
     assert os.path.exists(os.path.join(blessing, "NOT_BLESSED"))
     push = _push_result(runs, "Retrieval", degraded=True)
