@@ -29,7 +29,6 @@ from components import contract
 from components.trainer import evaluation as trainer_eval
 from components.trainer import hparams as hp
 from components.trainer import inputs
-from components.trainer import vocabulary as vocab_lib
 
 KS = protocols.KS
 EASE_GRID = (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0)
@@ -118,16 +117,13 @@ def _ease(train_hist, fit_hist, validation, num_movies, counts, label):
 
 def run_temporal(paths, with_models: bool = True) -> Dict[str, Dict]:
     """Rating models under the global temporal split (see the module docstring)."""
-    vocabulary = vocab_lib.load_vocabulary(paths.vocabulary)
-    train_files = protocols.split_files(paths, contract.RATING, contract.TRAIN)
-    eval_files = protocols.split_files(paths, contract.RATING, contract.EVAL)
-    train_set = protocols.rating_interactions(train_files, vocabulary)
-    eval_all = protocols.rating_interactions(eval_files, vocabulary)
+    split = protocols.load_split(paths, contract.RATING)
+    vocabulary, train_files, eval_files = split.vocabulary, split.train_files, split.eval_files
+    train_set, eval_all, counts = split.train, split.eval, split.counts
     seen = protocols.history_of(train_set)
     eval_set = eval_all.take(protocols.warm(eval_all, seen))
     warm_users = np.unique(eval_set.users)
     num_movies = vocabulary.num_movies
-    counts = np.bincount(train_set.movies[train_set.movies >= 0], minlength=num_movies)
     log(f"[temporal] {len(train_set)} training ratings, {len(eval_all)} held out, of "
         f"which {len(eval_set)} are of the {len(warm_users)} (of "
         f"{len(np.unique(eval_all.users))}) eval users with training ratings (the rest "
@@ -210,14 +206,11 @@ def run_temporal(paths, with_models: bool = True) -> Dict[str, Dict]:
 
 def run_leave_last_out(paths, with_models: bool = True) -> Dict[str, Dict]:
     """Sequence models under leave-last-out (see the module docstring)."""
-    vocabulary = vocab_lib.load_vocabulary(paths.vocabulary)
-    train_files = protocols.split_files(paths, contract.SEQUENCE, contract.TRAIN)
-    eval_files = protocols.split_files(paths, contract.SEQUENCE, contract.EVAL)
-    train_set = protocols.sequence_interactions(train_files, vocabulary)
-    eval_set = protocols.sequence_interactions(eval_files, vocabulary)
+    split = protocols.load_split(paths, contract.SEQUENCE)
+    vocabulary, train_files, eval_files = split.vocabulary, split.train_files, split.eval_files
+    train_set, eval_set, counts = split.train, split.eval, split.counts
     seen = protocols.history_of(train_set)  # every earlier movie of each user
     num_movies = vocabulary.num_movies
-    counts = np.bincount(train_set.movies[train_set.movies >= 0], minlength=num_movies)
     log(f"[leave-last-out] {len(train_set)} training examples, {len(eval_set)} users' "
         f"last movies held out")
     results: Dict[str, Dict] = {"leave_last_out_data": {

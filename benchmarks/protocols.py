@@ -116,6 +116,31 @@ def sequence_interactions(pattern: str, vocabulary: vocab_lib.Vocabulary) -> Int
                         .reshape(context.shape))
 
 
+@dataclasses.dataclass
+class Split:
+    """One kind of examples of one example generation: files, vocabulary, both splits."""
+
+    vocabulary: vocab_lib.Vocabulary
+    train_files: str
+    eval_files: str
+    train: Interactions
+    eval: Interactions
+
+    @property
+    def counts(self) -> np.ndarray:
+        """int64 ``[M]``: each movie's training labels (popularity)."""
+        rows = self.train.movies
+        return np.bincount(rows[rows >= 0], minlength=self.vocabulary.num_movies)
+
+
+def load_split(paths, kind: str) -> Split:
+    """The ``kind`` (``contract.RATING`` / ``SEQUENCE``) examples under ``paths``."""
+    vocabulary = vocab_lib.load_vocabulary(paths.vocabulary)
+    read = rating_interactions if kind == contract.RATING else sequence_interactions
+    files = [split_files(paths, kind, split) for split in (contract.TRAIN, contract.EVAL)]
+    return Split(vocabulary, *files, *(read(pattern, vocabulary) for pattern in files))
+
+
 def last_context_rows(context: np.ndarray) -> np.ndarray:
     """``[N]``: each example's last real context movie row (-1 when none). The context
     is oldest first, padded at the end (padding rows are -1)."""

@@ -33,7 +33,6 @@ from components import contract
 from components.trainer import evaluation as trainer_eval
 from components.trainer import hparams as hp
 from components.trainer import inputs
-from components.trainer import vocabulary as vocab_lib
 
 KS = protocols.KS
 TASKS = ("retrieval", "context", "ranking", "multitask", "sequential")
@@ -62,25 +61,19 @@ class Data:
     """The tutorial split's files, vocabulary, and the arrays the baselines read."""
 
     def __init__(self, paths):
-        self.files = {kind: {split: protocols.split_files(paths, kind, split)
-                             for split in contract.SPLITS}
-                      for kind in contract.EXAMPLE_KINDS}
-        self.vocabulary = vocab_lib.load_vocabulary(paths.vocabulary)
-        ratings = {split: protocols.rating_interactions(self.files[contract.RATING][split],
-                                                        self.vocabulary)
-                   for split in contract.SPLITS}
-        self.ratings = ratings
+        splits = {kind: protocols.load_split(paths, kind) for kind in contract.EXAMPLE_KINDS}
+        self.files = {kind: {contract.TRAIN: split.train_files,
+                             contract.EVAL: split.eval_files}
+                      for kind, split in splits.items()}
+        self.vocabulary = splits[contract.RATING].vocabulary
+        ratings, sequences = splits[contract.RATING], splits[contract.SEQUENCE]
+        self.ratings = {contract.TRAIN: ratings.train, contract.EVAL: ratings.eval}
         # "Seen": the movies each user rated in training (masked in *_excluding_rated).
-        self.rating_history = protocols.history_of(ratings[contract.TRAIN])
-        self.rating_counts = self._counts(ratings[contract.TRAIN].movies)
-        self.mean_rating = float(np.mean(ratings[contract.TRAIN].ratings))
-        self.sequences = {split: protocols.sequence_interactions(
-            self.files[contract.SEQUENCE][split], self.vocabulary)
-            for split in contract.SPLITS}
-        self.label_counts = self._counts(self.sequences[contract.TRAIN].movies)
-
-    def _counts(self, rows: np.ndarray) -> np.ndarray:
-        return np.bincount(rows[rows >= 0], minlength=self.vocabulary.num_movies)
+        self.rating_history = protocols.history_of(ratings.train)
+        self.rating_counts = ratings.counts
+        self.mean_rating = float(np.mean(ratings.train.ratings))
+        self.sequences = {contract.TRAIN: sequences.train, contract.EVAL: sequences.eval}
+        self.label_counts = sequences.counts
 
 
 def _eval_dataset(hparams, data: Data, kind: str):
