@@ -24,6 +24,8 @@ Usage::
         --dataset ml-100k --baselines-only
     PYTHONPATH=. .venv/bin/python benchmarks/quality.py --protocol tutorial \
         --only ranking,sequential
+    PYTHONPATH=. .venv/bin/python benchmarks/quality.py --protocol leave_last_out \
+        --merge-json earlier.log     # the other figures from an earlier run's last line
 
 Prints progress, a table per protocol, and as the last line one JSON object: the
 tutorial protocol's figures under their old flat names (``retrieval_top100``, ...),
@@ -104,6 +106,9 @@ def main(argv=None) -> int:
                         help="tutorial protocol: skip the tutorials' recipes")
     parser.add_argument("--baselines-only", action="store_true",
                         help="honest protocols: the baselines only, no model trained")
+    parser.add_argument("--merge-json", default=None,
+                        help="a file whose last line is an earlier run's JSON: its figures "
+                        "fill the runs this one does not make (recorded as merged_from)")
     args = parser.parse_args(argv)
 
     def listed(value: str, known, what: str) -> List[str]:
@@ -153,11 +158,14 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     wall = time.time() - start
 
-    flat = report.tutorial_figures(tutorial) if tutorial else {}
+    flat = report.tutorial_figures(tutorial)
     figures = report.honest_figures(honest_results)
+    merged = None
+    if args.merge_json:
+        merged = report.merge_earlier(args.merge_json, flat, figures)
     targets = report.honest_targets(figures.get("ml-100k", {}))
     log("")
-    if tutorial:
+    if any(value is not None for value in flat.values()):
         log("Tutorial protocol (ML-100K, random splits; leaks, for comparison only):")
         log(report.tutorial_table(flat))
         log("")
@@ -182,6 +190,7 @@ def main(argv=None) -> int:
                                     for k, v in config.items()}
                              for name, config in tutorial_protocol.TUTORIALS.items()},
         "synthetic_csv": SYNTHETIC_CSV,
+        "merged_from": merged,
         "wall_seconds": round(wall, 1),
         "code": code_hash(),
     }

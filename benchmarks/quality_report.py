@@ -9,6 +9,7 @@ targets on ML-100K (:func:`honest_targets`).
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from components import contract
@@ -62,6 +63,26 @@ def honest_figures(results: Dict[str, Dict[str, Dict]]) -> Dict[str, Dict[str, D
                 new: round(float(figures[old]), 4) if old not in ("queries",) else figures[old]
                 for old, new in HONEST_METRICS.items() if old in figures}
     return out
+
+
+def merge_earlier(path: str, flat: Dict[str, Optional[float]],
+                  figures: Dict[str, Dict[str, Dict]]) -> Dict[str, Any]:
+    """Fills, in place, the tutorial figures (``flat``: None ones) and honest runs
+    (``figures``: absent ones) this run did not make from the JSON on the last line of
+    ``path`` (an earlier run's output); returns what was taken (``merged_from``)."""
+    with open(path) as handle:
+        earlier = json.loads(handle.read().strip().splitlines()[-1])
+    taken: Dict[str, Any] = {"file": path, "code": earlier.get("code"), "figures": []}
+    for name, value in earlier.items():
+        if name in flat and flat[name] is None and value is not None:
+            flat[name] = value
+            taken["figures"].append(name)
+    for dataset, runs in earlier.get("honest", {}).items():
+        for run, values in runs.items():
+            if run not in figures.setdefault(dataset, {}):
+                figures[dataset][run] = values
+                taken["figures"].append(f"{dataset}/{run}")
+    return taken
 
 
 def _get(runs: Dict[str, Dict], run: str, figure: str) -> Optional[float]:
@@ -157,7 +178,7 @@ def tutorial_figures(results: Dict[str, Dict]) -> Dict[str, Optional[float]]:
 
 
 def tutorial_targets(f: Dict[str, Optional[float]]) -> Dict[str, Optional[bool]]:
-    if not f:
+    if all(value is None for value in f.values()):
         return {}
     return {
         "tutorial: retrieval_top100 >= 0.35": _check(lambda: f["retrieval_top100"] >= 0.35,
