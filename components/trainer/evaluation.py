@@ -1,7 +1,7 @@
 """The Trainer's own evaluation: exact top-K over the whole catalogue, and RMSE.
 
-:func:`evaluate_retrieval` gives top-K accuracy over all movies (the tutorials'
-protocol) and, with the users' training histories (:func:`user_history`), excluding the
+:func:`evaluate_retrieval` gives top-K accuracy and NDCG@k (one relevant movie per
+query) over all movies (the tutorials' protocol) and, with the users' training histories (:func:`user_history`), excluding the
 movies each user rated (as serving does); :func:`evaluate_ranking` gives RMSE in stars.
 The Evaluator's top-K is the same figure on the same split (components/trainer/export.py).
 Memory does not grow with the eval split or with ``[examples x catalogue]``: queries are

@@ -20,9 +20,10 @@ What lands where (file names from components/contract.py):
 
 Files go through ``tf.io.gfile``: on Kubeflow / Vertex AI the artifacts are on ``gs://``.
 
-Metrics: models that retrieve report top-K accuracy over all movies (the tutorials'
-protocol) and ``*_excluding_rated`` (the user's training movies masked, as serving does);
-models that rate report RMSE in stars.
+Metrics: models that retrieve report top-K accuracy (``top_{k}``) and NDCG@k
+(``ndcg_{k}``) over all movies (the tutorials' protocol) and ``*_excluding_rated`` (the
+user's training movies masked, as serving does: HR@10 is ``top_10_excluding_rated``,
+Recall@100 ``top_100_excluding_rated``); models that rate report RMSE in stars.
 """
 
 from __future__ import annotations
