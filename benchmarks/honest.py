@@ -31,7 +31,7 @@ from components.trainer import hparams as hp
 from components.trainer import inputs
 
 KS = protocols.KS
-EASE_GRID = (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0)
+EASE_GRID = (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0)
 MF_GRID = (5.0, 10.0, 20.0, 40.0)
 # The retrieval preset and its variants by features, compared on the temporal protocol
 # (a variant equal to the preset is not trained twice):
