@@ -16,7 +16,7 @@ tutorials' top-K accuracy over all movies) for our models, and ``rmse``.
 from __future__ import annotations
 
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 from benchmarks import baselines, protocols  # components first: TF_USE_LEGACY_KERAS=1
 
@@ -204,8 +204,10 @@ def run_temporal(paths, with_models: bool = True) -> Dict[str, Dict]:
     return results
 
 
-def run_leave_last_out(paths, with_models: bool = True) -> Dict[str, Dict]:
-    """Sequence models under leave-last-out (see the module docstring)."""
+def run_leave_last_out(paths, with_models: bool = True,
+                       kinds: Optional[Sequence[str]] = None) -> Dict[str, Dict]:
+    """Sequence models under leave-last-out (see the module docstring): ``kinds`` (default
+    :func:`sequence_kinds`, every one) beside the baselines."""
     split = protocols.load_split(paths, contract.SEQUENCE)
     vocabulary, train_files, eval_files = split.vocabulary, split.train_files, split.eval_files
     train_set, eval_set, counts = split.train, split.eval, split.counts
@@ -237,7 +239,7 @@ def run_leave_last_out(paths, with_models: bool = True) -> Dict[str, Dict]:
     if not with_models:
         return results
 
-    for kind in sequence_kinds():
+    for kind in (sequence_kinds() if kinds is None else kinds):
         hparams = hp.preset(kind)
         model, seconds = train(f"leave-last-out {kind}", hparams, vocabulary, train_files)
         results[f"leave_last_out_{kind}"] = _ours(model, hparams, vocabulary, eval_files, seen)

@@ -106,6 +106,9 @@ def main(argv=None) -> int:
                         help="tutorial protocol: skip the tutorials' recipes")
     parser.add_argument("--baselines-only", action="store_true",
                         help="honest protocols: the baselines only, no model trained")
+    parser.add_argument("--kinds", default=",".join(honest.sequence_kinds()),
+                        help="leave-last-out: the sequence model kinds trained (default: "
+                        "every one of contract.MODEL_KINDS)")
     parser.add_argument("--merge-json", default=None,
                         help="a file whose last line is an earlier run's JSON: its figures "
                         "fill the runs this one does not make (recorded as merged_from)")
@@ -121,6 +124,7 @@ def main(argv=None) -> int:
     chosen_protocols = listed(args.protocol, protocols.PROTOCOLS, "protocols")
     datasets = listed(args.dataset, DATASETS, "data sets")
     only = listed(args.only, tutorial_protocol.TASKS, "tasks")
+    kinds = listed(args.kinds, honest.sequence_kinds(), "sequence model kinds")
     if "ml-100k" in datasets and not (pathlib.Path(args.data_dir) / "u.data").is_file():
         parser.error(f"MovieLens-100K not found at {args.data_dir} (no u.data); set {ML100K_ENV}")
 
@@ -149,10 +153,12 @@ def main(argv=None) -> int:
                 if protocol == protocols.TUTORIAL:
                     tutorial = tutorial_protocol.run(paths, only, not args.no_tutorials)
                     continue
-                runner = (honest.run_temporal if protocol == protocols.TEMPORAL
-                          else honest.run_leave_last_out)
-                honest_results.setdefault(dataset, {}).update(
-                    runner(paths, with_models=not args.baselines_only))
+                if protocol == protocols.TEMPORAL:
+                    figures = honest.run_temporal(paths, with_models=not args.baselines_only)
+                else:
+                    figures = honest.run_leave_last_out(
+                        paths, with_models=not args.baselines_only, kinds=kinds)
+                honest_results.setdefault(dataset, {}).update(figures)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
