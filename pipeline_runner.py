@@ -89,6 +89,9 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                             "untrained models, which the Evaluators should refuse)")
     group = parser.add_argument_group("evaluation gates (Evaluator)")
     options.add_dataclass_options(group, configs.EvaluationConfig)
+    options.add_dataclass_options(
+        parser.add_argument_group("batch recommendations (BatchRecommender)"),
+        configs.BatchConfig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "sequential for --history)")
     recommend.add_argument("--variant", choices=["scann", "brute_force"], default="scann",
                            help="the ScaNN index or exact scoring (default: %(default)s)")
+    recommend.add_argument("--two-stage", action="store_true",
+                           help="the two-stage model (--user only): the retrieval model's "
+                                "candidates re-ranked by the ranking model; prints both "
+                                "scores")
     recommend.add_argument("--include-rated", action="store_true",
                            help="do not leave out the user's rated / the history's movies")
     recommend.add_argument("--fallback", choices=["error", "popular"],
@@ -218,6 +225,10 @@ def settings_from_args(args: argparse.Namespace):
 def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
     """Resolves the data (download if asked) and builds the one PipelineConfig."""
     example_gen, training, evaluation, serving = settings_from_args(args)  # fail first
+    batch = options.build(configs.BatchConfig,
+                          options.load_config_file(args.config).get("batch") if args.config
+                          else None, options.given_values(args, configs.BatchConfig),
+                          what="batch setting")
     vertex_training = configs.VertexTrainingConfig(
         **options.given_values(args, configs.VertexTrainingConfig))
     if vertex_training.vertex_training and getattr(args, "target", None) != "vertex":
@@ -247,6 +258,7 @@ def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
         evaluation=evaluation,
         serving=serving,
         vertex_training=vertex_training,
+        batch=batch,
     )
     if args.beam_arg:
         fields["beam_pipeline_args"] = tuple(args.beam_arg)

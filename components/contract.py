@@ -117,6 +117,29 @@ MOVIE_IDS_OUTPUT = "movie_ids"
 TITLES_OUTPUT = "titles"
 SAVED_MODEL_FILE = "saved_model.pb"  # TF Serving loads a version once this is there
 
+# --- The two-stage served model (components/two_stage; ``recommend --two-stage``) --------
+# <serving_root>/two_stage[_scann]/<version>/: the pushed retrieval model's top N
+# candidates (the user's rated movies left out), re-scored by the pushed ranking model.
+TWO_STAGE = "two_stage"
+RANKING_SCORES_OUTPUT = "ranking_scores"  # the predicted rating: the final order
+RETRIEVAL_SCORES_OUTPUT = "retrieval_scores"  # the retrieval model's dot product
+# serving.json of a two-stage version: the pushed versions it combines, by stage.
+STAGES = "stages"
+NUM_CANDIDATES = "num_candidates"
+
+# --- Batch recommendations (components/batch_recommend) ----------------------------------
+# Under the BatchRecommender's output: tfrecords/part-*.tfrecord.gz (one tf.Example per
+# row) and parquet/part-*.parquet, with these columns, and batch.json (users, seconds,
+# users per second, the model read).
+BATCH_TFRECORD_DIR = "tfrecords"
+BATCH_PARQUET_DIR = "parquet"
+BATCH_STATS_FILE = "batch.json"
+RANK = "rank"  # 1 = best
+RANKING_SCORE = "ranking_score"
+RETRIEVAL_SCORE = "retrieval_score"
+BATCH_COLUMNS = (USER_ID, RANK, MOVIE_ID, MOVIE_TITLE, RANKING_SCORE, RETRIEVAL_SCORE)
+USERS_PER_SECOND = "users_per_second"
+
 # --- The run report (pipeline_runner.py report; pipeline/run_report.py) -------------------
 
 REPORT_DIR = "reports"  # under the output root: one self-contained HTML page per run
@@ -161,7 +184,8 @@ class ModelKind:
 RETRIEVAL = "retrieval"
 RANKING = "ranking"
 MULTITASK = "multitask"
-SEQUENTIAL = "sequential"
+SEQUENTIAL = "sequential"  # a GRU over the last movies
+ATTENTION = "attention"  # causal self-attention over the last movies (SASRec-style)
 
 MODEL_KINDS: Dict[str, ModelKind] = {kind.name: kind for kind in (
     ModelKind(RETRIEVAL, RATING, MOVIE_ID, (MOVIE_ID,), (USER_ID,),
@@ -171,6 +195,8 @@ MODEL_KINDS: Dict[str, ModelKind] = {kind.name: kind for kind in (
     ModelKind(MULTITASK, RATING, MOVIE_ID, (MOVIE_ID,), (USER_ID,),
               retrieves=True, rates=True),
     ModelKind(SEQUENTIAL, SEQUENCE, LABEL_MOVIE_ID, (LABEL_MOVIE_ID, CONTEXT_MOVIE_ID),
+              (CONTEXT_MOVIE_ID,), retrieves=True, rates=False),
+    ModelKind(ATTENTION, SEQUENCE, LABEL_MOVIE_ID, (LABEL_MOVIE_ID, CONTEXT_MOVIE_ID),
               (CONTEXT_MOVIE_ID,), retrieves=True, rates=False),
 )}
 

@@ -13,12 +13,13 @@ import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from components import contract
+from components.batch_recommend.config import BatchConfig
 from components.evaluator.gates import EvaluationConfig
 from components.example_gen.config import ExampleGenConfig
 from components.trainer.hparams import HParams
 from components.trainer.vertex import VertexTrainingConfig
 
-__all__ = ["EvaluationConfig", "ExampleGenConfig", "PipelineConfig", "ServingConfig",
+__all__ = ["BatchConfig", "EvaluationConfig", "ExampleGenConfig", "PipelineConfig", "ServingConfig",
            "TrainingConfig", "VertexTrainingConfig"]
 
 DEFAULT_PIPELINE_NAME = "movielens-recommender"  # Kubeflow needs [a-z0-9-]
@@ -71,11 +72,19 @@ class ServingConfig:
       ``ScannParams`` fields, e.g. ``{"num_leaves_to_search": 80}``).
     fallback: what ``recommend`` does for an unknown user or movie: "error" (a clear
       message) or "popular" (the most-rated movies).
+    two_stage_candidates: N, the candidates the two-stage model retrieves and re-ranks
+      (components/two_stage; built when a retrieval and the ranking model are trained).
     """
 
     max_k: int = 100
     scann: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     fallback: str = "error"
+    two_stage_candidates: int = 200
+
+    def __post_init__(self):
+        if self.two_stage_candidates < 1:
+            raise ValueError(f"two_stage_candidates must be at least 1, not "
+                             f"{self.two_stage_candidates}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +118,23 @@ class PipelineConfig:
     serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
     vertex_training: VertexTrainingConfig = dataclasses.field(
         default_factory=VertexTrainingConfig)
+    batch: BatchConfig = dataclasses.field(default_factory=BatchConfig)
+
+    def __post_init__(self):
+        if self.batch.batch_recommendations and self.two_stage_models is None:
+            raise ValueError("--batch-recommendations reads the two-stage model: train "
+                             f"{contract.RANKING} and {contract.RETRIEVAL} (or "
+                             f"{contract.MULTITASK}) too (--models)")
+
+    @property
+    def two_stage_models(self) -> Optional[Tuple[str, str]]:
+        """(retrieval model, ranking model) the two-stage model combines: the retrieval
+        (else the multitask) model and the ranking model, when both are trained; None
+        otherwise (a sequential model is no first stage: it takes no user id)."""
+        models = self.training.models
+        first = next((m for m in (contract.RETRIEVAL, contract.MULTITASK) if m in models),
+                     None)
+        return (first, contract.RANKING) if first and contract.RANKING in models else None
 
     @property
     def pipeline_root(self) -> str:

@@ -12,7 +12,8 @@ A config file (``--config FILE``, JSON or YAML) holds the same settings by secti
     evaluation: {min_top_k_accuracy: 0.2, slices: {user_activity_boundaries: [10, 50]}}
     training: {models: [retrieval, sequential], epochs: 3,
                hparams: {retrieval: {embedding_dim: 64}}}
-    serving: {max_k: 200}
+    serving: {max_k: 200, two_stage_candidates: 300}
+    batch: {batch_recommendations: true, batch_k: 20}
 
 Precedence: the field defaults, then the file, then the command line.
 """
@@ -26,7 +27,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Type
 
 from components import typed_values
 
-SECTIONS = ("example_gen", "training", "evaluation", "serving")
+SECTIONS = ("example_gen", "training", "evaluation", "serving", "batch")
 
 
 def _flag(name: str) -> str:

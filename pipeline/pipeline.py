@@ -19,6 +19,11 @@ After each Trainer ``<Name>Trainer`` (names from TrainingConfig.models):
       └─ <Name>Evaluator (TFMA on the eval split: top-100 accuracy / RMSE gates, slices)
             └─ <Name>Pusher (blessed models only: <serving_root>/<name>[_scann]/<version>/)
 
+With a retrieval (or multitask) and the ranking model: TwoStageBuilder (a TwoStagePusher)
+after both their Pushers (<serving_root>/two_stage[_scann]/<version>/,
+components/two_stage), then, with ``--batch-recommendations true``, BatchRecommender
+(every user's top-k by a Beam job, components/batch_recommend).
+
 On Kubeflow / Vertex AI the BaselineResolver is TFX's latest-blessed-model resolver,
 narrowed to the same model's blessings at compile time (pipeline/kubeflow.py).
 """
@@ -31,17 +36,23 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import base_node
 
 from components import contract
+from components.batch_recommend.component import BatchRecommender
 from components.evaluator import baseline as evaluator_baseline
 from components.evaluator import config as evaluator_config
 from components.evaluator.component import RecommenderEvaluator
 from components.example_gen.component import MovieLensExampleGen
 from components.pusher.component import RecommenderPusher
 from components.trainer import component as trainer_component
+from components.two_stage import executor as two_stage_executor
+from components.two_stage.component import TwoStagePusher
 from components.validation.component import AnomaliesGate, CuratedSchemaGen
 from pipeline import schemas
 from pipeline.configs import PipelineConfig
 
 EXAMPLE_GEN_ID = "MovieLensExampleGen"
+# Not "...Pusher": the run report reads every "<Name>Pusher" as a trained model's.
+TWO_STAGE_PUSHER_ID = "TwoStageBuilder"
+BATCH_RECOMMENDER_ID = "BatchRecommender"
 
 
 def create_components(config: PipelineConfig,
@@ -77,7 +88,7 @@ def create_components(config: PipelineConfig,
         gates.append(AnomaliesGate(validator.outputs["anomalies"], f"{kind} examples")
                      .with_id(f"{kind.capitalize()}AnomaliesGate"))
         validation += [curated, validator, gates[-1]]
-    trainers = []
+    trainers, pushers = [], {}
     run_config = {trainer_component.SLICES_CONFIG: config.evaluation.slices.to_dict()}
     if config.training.train_steps is not None:
         run_config[trainer_component.TRAIN_STEPS_CONFIG] = config.training.train_steps
@@ -92,8 +103,30 @@ def create_components(config: PipelineConfig,
         ).with_id(f"{name.capitalize()}Trainer"))
         trainers[-1].add_upstream_nodes(gates)  # no Trainer before the data passed
         trainers.extend(_evaluate_and_push(config, name, trainers[-1], examples, local))
+        pushers[name] = trainers[-1]
     return [example_gen, sequence_statistics, sequence_schema, rating_statistics,
-            rating_schema, *validation, *trainers]
+            rating_schema, *validation, *trainers, *_serve_two_stage(config, pushers)]
+
+
+def _serve_two_stage(config: PipelineConfig, pushers) -> List[base_node.BaseNode]:
+    """The TwoStagePusher after the retrieval and ranking Pushers, and the optional
+    BatchRecommender reading what it pushed."""
+    if config.two_stage_models is None:
+        return []
+    retrieval, ranking = config.two_stage_models
+    two_stage = TwoStagePusher(
+        retrieval_pushed_model=pushers[retrieval].outputs["pushed_model"],
+        ranking_pushed_model=pushers[ranking].outputs["pushed_model"],
+        serving_root=config.serving_root, retrieval_model_name=retrieval,
+        ranking_model_name=ranking, num_candidates=config.serving.two_stage_candidates,
+        max_k=config.serving.max_k).with_id(TWO_STAGE_PUSHER_ID)
+    if not config.batch.batch_recommendations:
+        return [two_stage]
+    batch = BatchRecommender(
+        pushed_model=two_stage.outputs[two_stage_executor.PUSHED_MODEL], k=config.batch.batch_k,
+        users=config.batch.batch_users, batch_size=config.batch.batch_size,
+    ).with_id(BATCH_RECOMMENDER_ID)
+    return [two_stage, batch]
 
 
 def _evaluate_and_push(config: PipelineConfig, name: str, trainer: base_node.BaseNode,

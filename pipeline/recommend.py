@@ -2,10 +2,13 @@
 
   python pipeline_runner.py recommend --user 42 -k 10              # retrieval model
   python pipeline_runner.py recommend --history 1,50,172 -k 10     # sequential model
+  python pipeline_runner.py recommend --user 42 -k 10 --two-stage  # retrieval + ranking
 
 Loads ``<serving_root>/<model>[_scann]/<latest version>/`` (see
 components/pusher/serving.py), leaves out the movies the user rated (``rated.npz``) or
 the history's movies unless ``--include-rated``, and prints rank, score, title and id.
+``--two-stage`` reads ``<serving_root>/two_stage[_scann]/`` (components/two_stage): the
+retrieval model's candidates re-ranked by the ranking model, and prints both scores.
 A user or movie the model does not know is a clear error, or with ``--fallback popular``
 gets the most-rated movies (the user's rated movies still left out). The serving root
 may be local or on ``gs://`` (files are read through components/pusher/serving.py's
@@ -15,6 +18,7 @@ may be local or on ``gs://`` (files are read through components/pusher/serving.p
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import sys
 from typing import Dict, List, Optional, Sequence, TextIO
@@ -35,7 +39,8 @@ class RecommendError(Exception):
 class Recommendation:
     movie_id: int
     title: str
-    score: float
+    score: float  # the order: the retrieval score, or the two-stage model's ranking score
+    retrieval_score: Optional[float] = None  # the two-stage model's first-stage score
 
 
 @dataclasses.dataclass
@@ -105,7 +110,7 @@ def check_k(k: int, max_k: Optional[int] = None, model_name: str = "") -> None:
 
 def load_model(path: str, variant: str):
     if variant == SCANN:
-        import scann  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        importlib.import_module("scann")  # registers the ScaNN ops before loading
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     return tf.saved_model.load(path)
@@ -123,25 +128,31 @@ def query(model, inputs: Dict[str, np.ndarray], k: int,
         output = model.signatures[contract.EXCLUDING_SIGNATURE](**feeds)
     else:
         output = model.signatures[contract.RECOMMEND_SIGNATURE](**feeds)
-    scores = output[contract.SCORES].numpy()[0]
+    two_stage = contract.RANKING_SCORES_OUTPUT in output
+    scores = output[contract.RANKING_SCORES_OUTPUT if two_stage else contract.SCORES].numpy()[0]
+    first = (output[contract.RETRIEVAL_SCORES_OUTPUT].numpy()[0] if two_stage
+             else [None] * len(scores))
     ids = output[contract.MOVIE_IDS_OUTPUT].numpy()[0]
     titles = output[contract.TITLES_OUTPUT].numpy()[0]
-    return [Recommendation(int(m), t.decode("utf-8"), float(s))
-            for m, t, s in zip(ids, titles, scores) if np.isfinite(s)]
+    return [Recommendation(int(m), t.decode("utf-8"), float(s),
+                           None if r is None else float(r))
+            for m, t, s, r in zip(ids, titles, scores, first) if np.isfinite(s)]
 
 
 def recommend(serving_root: str, k: int = 10, user: Optional[int] = None,
               history: Optional[Sequence[int]] = None, model_name: Optional[str] = None,
               variant: str = SCANN, include_rated: bool = False, fallback: str = "error",
-              timestamp: Optional[int] = None, loaded: Optional[Dict[str, object]] = None):
+              timestamp: Optional[int] = None, loaded: Optional[Dict[str, object]] = None,
+              two_stage: bool = False):
     """(model directory, recommendations, notes) for a user or a watch history.
+
+    ``two_stage``: from the two-stage model (a user only): it leaves out the user's
+    rated movies itself, and reads no timestamp (its own: the user's latest rating).
 
     ``timestamp``: the query time, for models that read one (default: the user's latest
     rating in the data, so a historical data set is queried within its own time span).
     ``loaded``: models already loaded, by directory (filled here): several queries of one
     model load it once."""
-    from components.pusher import serving  # pylint: disable=import-outside-toplevel
-
     if (user is None) == (history is None):
         raise RecommendError("give either --user or --history")
     if fallback not in FALLBACKS:
@@ -150,7 +161,19 @@ def recommend(serving_root: str, k: int = 10, user: Optional[int] = None,
     for name, value in (("--user", user), ("--timestamp", timestamp)):
         if value is not None and not -(1 << 63) <= int(value) < (1 << 63):
             raise RecommendError(f"{name} {value} is beyond a 64-bit integer")
+    if two_stage:
+        if user is None:
+            raise RecommendError("--two-stage recommends for a --user (its retrieval stage "
+                                 "takes a user id, not a history)")
+        if model_name not in (None, contract.TWO_STAGE):
+            raise RecommendError("--two-stage reads the two-stage model: leave out --model")
+        if timestamp is not None:
+            raise RecommendError("--two-stage queries at the user's latest rating: leave "
+                                 "out --timestamp")
+        model_name = contract.TWO_STAGE
     model_name = model_name or (contract.RETRIEVAL if user is not None else contract.SEQUENTIAL)
+    from components.pusher import serving  # pylint: disable=import-outside-toplevel  (TF)
+
     path = model_dir(serving_root, model_name, variant)
     check_k(k, serving.read_serving_info(path).get("max_k"), model_name)
     catalogue = Catalogue.load(path)
@@ -170,6 +193,9 @@ def recommend(serving_root: str, k: int = 10, user: Optional[int] = None,
             rated=catalogue.rated, timestamps=None if timestamp is None else [timestamp])
         if seen:
             notes.append(f"leaving out the {len(seen)} movies user {user} rated")
+        if two_stage:  # the model leaves the rated movies out itself (serving_default);
+            # with --include-rated, recommend_excluding with nothing to leave out
+            seen = [contract.PAD_MOVIE_ID] if include_rated else []
     else:
         history = [int(m) for m in history]
         unknown = [m for m in history if m not in catalogue.titles]
@@ -207,9 +233,13 @@ def print_recommendations(path: str, recommendations: List[Recommendation],
     for note in notes:
         print(f"  ({note})", file=stream)
     width = max([len(r.title) for r in recommendations] + [5])
-    print(f"  {'#':>3}  {'score':>8}  {'title':<{width}}  movie id", file=stream)
+    two_stage = any(r.retrieval_score is not None for r in recommendations)
+    scores = f"{'ranking':>8}  {'retrieval':>9}" if two_stage else f"{'score':>8}"
+    print(f"  {'#':>3}  {scores}  {'title':<{width}}  movie id", file=stream)
     for rank, item in enumerate(recommendations, start=1):
-        print(f"  {rank:>3}  {item.score:>8.4f}  {item.title:<{width}}  {item.movie_id}",
+        scores = (f"{item.score:>8.4f}  {item.retrieval_score:>9.4f}" if two_stage
+                  else f"{item.score:>8.4f}")
+        print(f"  {rank:>3}  {scores}  {item.title:<{width}}  {item.movie_id}",
               file=stream)
 
 
@@ -229,7 +259,7 @@ def main(args) -> int:
         path, items, notes = recommend(
             serving_root, args.k, user=args.user, history=history, model_name=args.model,
             variant=args.variant, include_rated=args.include_rated, fallback=args.fallback,
-            timestamp=args.timestamp)
+            timestamp=args.timestamp, two_stage=args.two_stage)
     except RecommendError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

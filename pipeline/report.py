@@ -20,6 +20,8 @@ from tfx.dsl.io import fileio
 from tfx.orchestration import metadata
 
 from components import contract
+from components.batch_recommend import executor as batch_executor
+from components.batch_recommend import job as batch_job
 from components.example_gen import generate
 from components.pusher.executor import PUSH_FILE
 from pipeline.configs import PipelineConfig
@@ -161,6 +163,10 @@ def _details(execution: Dict) -> List[str]:
         statistics = read_json(os.path.join(uri, contract.STATISTICS_FILE))
         if statistics is not None:
             details.append(generate.summary_line(statistics))
+    for uri in outputs.get(batch_executor.RECOMMENDATIONS, []):
+        stats = read_json(os.path.join(uri, contract.BATCH_STATS_FILE))
+        if stats is not None:
+            details.append(batch_job.summary_line(stats))
     return details
 
 

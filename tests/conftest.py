@@ -294,6 +294,10 @@ SERVED_MIN_TOP_K = 0.35
 SERVED_CONTEXT_LENGTH = 5
 SERVED_HPARAMS_FILE = {"training": {"hparams": {"retrieval": {"embedding_dim": 24}}}}
 SERVED_HPARAM_OPTION = ("sequential", "embedding_dim", 16)
+# The served run also builds the two-stage model and writes batch recommendations
+# (test_two_stage, test_batch_recommend); a later run of the retrieval model alone has
+# no two-stage model to write them from.
+NO_TWO_STAGE = ("--batch-recommendations", "false")
 
 
 @pytest.fixture(scope="session")
@@ -303,7 +307,8 @@ def served_pipeline(synthetic_data, tmp_path_factory):
     ratings): all three models for SERVED_EPOCHS epochs, sequence examples padded to
     SERVED_CONTEXT_LENGTH (not the default 10), settings from a config file and from
     ``--hparam``, and gates every trained model clears: top-100 >= SERVED_MIN_TOP_K (an
-    untrained model scores ~0.25 on 400 movies), RMSE <= 1.5.
+    untrained model scores ~0.25 on 400 movies), RMSE <= 1.5; the two-stage model and
+    batch recommendations for every user.
 
     One run for every test of a first run (components, Evaluators, Pushers, serving,
     settings, console output): each pipeline run costs minutes."""
@@ -321,6 +326,7 @@ def served_pipeline(synthetic_data, tmp_path_factory):
             "--config", str(config_file), "--max-context-length", str(SERVED_CONTEXT_LENGTH),
             "--hparam", f"{model}.{name}={value}", "--epochs", str(SERVED_EPOCHS),
             "--min-top-k-accuracy", str(SERVED_MIN_TOP_K), "--max-rmse", "1.5",
+            "--batch-recommendations", "true",
             "--beam-arg=--direct_running_mode=in_memory"]
     done = subprocess.run([sys.executable, "pipeline_runner.py", *argv], cwd=REPO,
                           capture_output=True, text=True, timeout=3600)
@@ -342,7 +348,8 @@ def degraded_run(served_pipeline):
     runs = served_pipeline
     if runs.degraded is None:
         runs.serving_before_degraded = serving_tree(runs.config.serving_root)
-        argv = runs.argv + ["--models", "retrieval", "--train-steps", "0"]
+        argv = runs.argv + ["--models", "retrieval", "--train-steps", "0",
+                            *NO_TWO_STAGE]
         config = pipeline_runner.config_from_args(
             pipeline_runner.build_parser().parse_args(argv))
         runs.degraded_config = config
@@ -398,7 +405,7 @@ def retrained(served_pipeline, tmp_path_factory):
     argv = list(runs.argv)
     argv[argv.index("--data-dir") + 1] = str(workdir / "grown")
     argv[argv.index("--output-root") + 1] = output_root
-    argv += ["--models", "retrieval"]
+    argv += ["--models", "retrieval", *NO_TWO_STAGE]
     config = pipeline_runner.config_from_args(pipeline_runner.build_parser().parse_args(argv))
     serving_before = publishing.versions(os.path.join(config.serving_root, "retrieval"))
     executions = {e["node"]: e for e in pipeline_runner.run(config)}
@@ -408,7 +415,8 @@ def retrained(served_pipeline, tmp_path_factory):
 # ---------------------------------------------------------------------------------------
 # Tiers: `make test-fast` runs `-m "not e2e"`. A test is e2e when it runs the whole
 # pipeline (LocalDagRunner, the Vertex emulator, a CLI run), directly or through one of
-# these shared fixtures; the rest are unit tests of functions and single Beam runs.
+# these shared fixtures, or runs a Vertex task's process (marked in its module); the rest
+# are unit tests of functions and single Beam runs.
 E2E_FIXTURES = {"served_pipeline", "degraded_run", "two_runs", "short_context_run",
                 "retrained"}
 E2E_MODULES = {"test_pipeline", "test_retraining", "test_interruption",
@@ -418,9 +426,10 @@ E2E_MODULES = {"test_pipeline", "test_retraining", "test_interruption",
 # time (a module's fixtures run once), and the modules that read the served pipeline go
 # together to one worker, so that its runs happen once. Slow modules are dealt first, so
 # that no worker is left with one of them at the end.
-SERVED_MODULES = {"test_console_output", "test_evaluator", "test_pipeline", "test_pusher",
-                  "test_recommend", "test_retraining", "test_run_report", "test_settings",
-                  "test_served_agreement"}
+SERVED_MODULES = {"test_batch_recommend", "test_console_output", "test_evaluator",
+                  "test_pipeline", "test_pusher", "test_recommend", "test_retraining",
+                  "test_run_report", "test_served_agreement", "test_settings",
+                  "test_two_stage"}
 SERVED_GROUP = "served_pipeline"
 _SLOW_FIRST = (SERVED_GROUP, "test_vertex_entrypoint", "test_validation",
                "test_interruption", "test_models", "test_example_gen")

@@ -20,7 +20,9 @@ pipeline run:
 * runs the container's ``lifecycle.preCacheCheck`` command, then its command, each with
   ``{{$}}`` replaced by that ExecutorInput's JSON, in a subprocess whose environment is
   the Dockerfile's (``PYTHONPATH`` = the repository, ``TF_USE_LEGACY_KERAS=1``) and whose
-  working directory is the repository (the image's WORKDIR);
+  working directory is the repository (the image's WORKDIR): a fresh interpreter, or,
+  given a ``fork_server`` (tests/task_fork_server.py), a fork of one that imported the
+  heavy third-party libraries already;
 * reads each task's executor output file for its output artifacts, and records them (type,
   resource name, uri, metadata, creation order) in a :class:`MetadataStore`, as Vertex
   ML Metadata does in the pipeline's context;
@@ -57,6 +59,11 @@ _ARTIFACT_NAME = "projects/emulator/locations/local/metadataStores/default/artif
 # {{$.inputs.artifacts['input'].metadata['current_model_id']}} in a resolver's filter
 _INPUT_METADATA_PLACEHOLDER = re.compile(
     r"\{\{\$\.inputs\.artifacts\['([^']+)'\]\.metadata\['([^']+)'\]\}\}")
+
+
+def task_environment(repo: str) -> Dict[str, str]:
+    """A task's environment: the Dockerfile's ENV over this process's environment."""
+    return {**os.environ, "PYTHONPATH": repo, "TF_USE_LEGACY_KERAS": "1"}
 
 
 def schema_title(artifact_type: Dict[str, Any]) -> str:
@@ -166,7 +173,7 @@ class PipelineEmulator:
 
     def __init__(self, job: Dict[str, Any], pipeline_root: str, repo: str,
                  parallel: int = 2, timeout: float = 600,
-                 store: Optional[MetadataStore] = None):
+                 store: Optional[MetadataStore] = None, fork_server=None):
         spec = job["pipelineSpec"]
         if not spec.get("schemaVersion", "2.0.0").startswith("2.0"):
             raise ValueError(f"only pipeline spec 2.0 is emulated, not "
@@ -178,6 +185,9 @@ class PipelineEmulator:
         self.repo = repo
         self.parallel = parallel
         self.timeout = timeout
+        # A task_fork_server.ForkServer started with environment(): ``python -m`` tasks
+        # run in its forks instead of fresh interpreters (same argv, env, cwd, log).
+        self.fork_server = fork_server
         self.runs: Dict[str, TaskRun] = {}
         self.store = store or MetadataStore()
         self.store.runs += 1
@@ -186,8 +196,7 @@ class PipelineEmulator:
             pipeline_root, f"{spec['pipelineInfo']['name']}-run-{self.store.runs}")
 
     def environment(self) -> Dict[str, str]:
-        """The Dockerfile's ENV over this process's environment."""
-        return {**os.environ, "PYTHONPATH": self.repo, "TF_USE_LEGACY_KERAS": "1"}
+        return task_environment(self.repo)
 
     def dependencies(self, task: str) -> Set[str]:
         spec = self.tasks[task]
@@ -311,6 +320,9 @@ class PipelineEmulator:
             raise ValueError(f"placeholders the emulator does not fill: {unresolved}")
         log.write(f"$ {' '.join(command)} ...\n")
         log.flush()
+        if self.fork_server is not None and argv[:2] == [sys.executable, "-m"]:
+            return self.fork_server.run(argv[1:], self.environment(), self.repo, log.name,
+                                        self.timeout)
         return subprocess.run(argv, cwd=self.repo, env=self.environment(), stdout=log,
                               stderr=subprocess.STDOUT, timeout=self.timeout).returncode
 

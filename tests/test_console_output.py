@@ -156,8 +156,9 @@ def test_run_prints_little_and_logs_the_rest(served_pipeline):
     components = {re.match(r"\[\d+/(\d+)\] (\w+) \.\.\. (done in [\d.]+ s|cached)$", line)
                   for line in printed} - {None}
     names = {match.group(2) for match in components}
-    assert len(names) == int(next(iter(components)).group(1)) == 23, printed
-    assert {"MovieLensExampleGen", "RetrievalEvaluator", "SequentialPusher"} <= names
+    assert len(names) == int(next(iter(components)).group(1)) == 25, printed
+    assert {"MovieLensExampleGen", "RetrievalEvaluator", "SequentialPusher",
+            "TwoStageBuilder", "BatchRecommender"} <= names
     epochs = SERVED_EPOCHS  # at most five epochs: a line for each
     for model in ("Retrieval", "Ranking", "Sequential"):
         for epoch in range(1, epochs + 1):

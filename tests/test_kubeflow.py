@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 from google.protobuf import json_format
 from kfp import components as kfp_components
@@ -67,10 +68,10 @@ def test_each_compiled_baseline_is_the_latest_blessed_model_of_the_same_model(tm
     output = tmp_path / "spec.json"
     assert pipeline_runner.main([
         "compile", "--target", "kubeflow", "--image", "x", "--data-dir", "gs://b/d",
-        "--models", "multitask,ranking,sequential", "--output", str(output)]) == 0
+        "--models", "multitask,ranking,sequential,attention", "--output", str(output)]) == 0
     spec = json.loads(output.read_text())["pipelineSpec"]
     executors, tasks = spec["deploymentSpec"]["executors"], spec["root"]["dag"]["tasks"]
-    for name in ("multitask", "ranking", "sequential"):
+    for name in ("multitask", "ranking", "sequential", "attention"):
         prefix = name.capitalize()
         evaluator = tasks[f"{prefix}Evaluator"]["inputs"]
         baseline = evaluator["artifacts"]["baseline_model"]["taskOutputArtifact"]
@@ -128,6 +129,7 @@ def _executor_input(data_dir: str, output_file: str) -> str:
         "outputs": {"outputFile": output_file}})
 
 
+@pytest.mark.e2e
 def test_driver_writes_the_datas_fingerprint_as_the_examplegens_parameter(tmp_path):
     """Run as the backend runs it (a fresh process, the spec's command), on a local
     directory; then in this process on a remote:// copy, as on a bucket."""
@@ -211,3 +213,33 @@ def test_vertex_training_jobs_in_the_compiled_trainers(tmp_path):
     assert pipeline_runner.main([
         "compile", "--target", "kubeflow", "--image", "x", "--data-dir", "gs://b/d",
         "--vertex-training", "true", "--vertex-project", "p", "--output", str(output)]) == 2
+
+
+def test_two_stage_and_batch_recommendations_compile(tmp_path, capsys):
+    """The TwoStageBuilder follows both Pushers, the BatchRecommender (a Beam component:
+    the Dataflow arguments reach it) reads the two-stage model; batch recommendations
+    without a ranking model are one error line."""
+    from pipeline import pipeline as pipeline_module
+
+    output = tmp_path / "spec.json"
+    assert pipeline_runner.main([
+        "compile", "--target", "vertex", "--image", "x", "--data-dir", "gs://b/d",
+        "--models", "retrieval,ranking", "--batch-recommendations", "true",
+        "--batch-users", "1,2,3", "--output", str(output),
+        "--beam-arg=--runner=DataflowRunner"]) == 0
+    spec = json.loads(output.read_text())["pipelineSpec"]
+    tasks = spec["root"]["dag"]["tasks"]
+    builder = tasks[pipeline_module.TWO_STAGE_PUSHER_ID]
+    assert set(builder["dependentTasks"]) == {"RetrievalPusher", "RankingPusher"}
+    batch = tasks[pipeline_module.BATCH_RECOMMENDER_ID]
+    assert batch["dependentTasks"] == [pipeline_module.TWO_STAGE_PUSHER_ID]
+    executor = json.dumps(spec["deploymentSpec"]["executors"][
+        pipeline_module.BATCH_RECOMMENDER_ID + "_executor"])
+    assert "DataflowRunner" in executor
+    capsys.readouterr()
+    assert pipeline_runner.main([
+        "compile", "--target", "vertex", "--image", "x", "--data-dir", "gs://b/d",
+        "--models", "retrieval,sequential", "--batch-recommendations", "true",
+        "--output", str(output)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --batch-recommendations")

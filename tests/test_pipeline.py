@@ -39,6 +39,8 @@ def test_every_component_ran_and_trained_models_have_metrics(two_runs):
                  for node in ("BaselineResolver", "Evaluator", "Pusher")}
     expected |= {f"{kind}{node}" for kind in ("Sequence", "Rating")
                  for node in ("CuratedSchemaGen", "ExampleValidator", "AnomaliesGate")}
+    expected |= {"TwoStageBuilder",  # retrieval and ranking: the two-stage model
+                 "BatchRecommender"}  # the served run's --batch-recommendations true
     assert set(nodes) == expected
     assert all(execution["state"] == "ran" for execution in first), first
     for trainer in ("RetrievalTrainer", "SequentialTrainer"):

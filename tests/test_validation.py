@@ -300,6 +300,7 @@ def _assert_stopped_before_training(code, error, nodes, config, gate):
     assert trainer_executions(config) == []
 
 
+@pytest.mark.e2e
 def test_bad_data_empty_split_stops_the_run_before_any_trainer(good_data, tmp_path, capsys):
     """Real data, no stand-in: every timestamp equal (a broken export) and a temporal
     split leave the eval splits empty."""
@@ -317,6 +318,7 @@ def test_bad_data_empty_split_stops_the_run_before_any_trainer(good_data, tmp_pa
     assert "split 'train'" not in error
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("executor_class, named", [
     (ZeroRatingsExecutor, ["split 'train': feature 'user_rating': Out-of-range values "
                            "[FLOAT_TYPE_SMALL_FLOAT] (Unexpectedly low values: 0<0.5",

@@ -2,7 +2,8 @@
 
 test_kubeflow.py checks the compiled spec's shape; this runs it. Every container task's
 command (TFX's ``kubeflow_v2_run_executor``, and the example generator's
-``preCacheCheck`` driver) runs in its own process with the ExecutorInput the backend
+``preCacheCheck`` driver) runs in its own process (a fork of an interpreter that has
+imported TensorFlow and TFX once, tests/task_fork_server.py) with the ExecutorInput the backend
 would build from the spec, and the artifacts each task's executor output file describes
 feed the next (tests/kfp_emulator.py): parameters arrive as KFP ``Value`` protos,
 artifacts are rebuilt from their type schema, the driver's fingerprint must reach the
@@ -33,6 +34,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 import kfp_emulator
 import pipeline_runner
+import task_fork_server
 from components.example_gen import vertex_driver
 from data import movielens, synthetic
 
@@ -71,12 +73,21 @@ def _served_versions(serving_root: str, served_as: str):
                   glob.glob(os.path.join(serving_root, served_as, "*", "saved_model.pb")))
 
 
-def _run(compiled, store=None):
+@pytest.fixture(scope="module")
+def fork_server():
+    """The tasks' interpreter, TensorFlow and TFX imported once (tests/task_fork_server.py)."""
+    server = task_fork_server.ForkServer(kfp_emulator.task_environment(REPO), REPO)
+    yield server
+    server.stop()
+
+
+def _run(compiled, fork_server, store=None):
     """Every task of the compiled spec run as Vertex would, on the pipeline's metadata
     ``store`` (None: a first run); what was served right after it is kept."""
     job, data_dir, output_root, compiled_fingerprint = compiled
     emulator = kfp_emulator.PipelineEmulator(
-        job, job["runtimeConfig"]["gcsOutputDirectory"], REPO, store=store)
+        job, job["runtimeConfig"]["gcsOutputDirectory"], REPO, store=store,
+        fork_server=fork_server)
     emulator.run()
     emulator.compiled_fingerprint = compiled_fingerprint
     emulator.current_fingerprint = _fingerprint(data_dir)
@@ -87,18 +98,18 @@ def _run(compiled, store=None):
 
 
 @pytest.fixture(scope="module")
-def vertex_run(compiled):
+def vertex_run(compiled, fork_server):
     """The pipeline's first run: no baseline yet."""
-    return _run(compiled)
+    return _run(compiled, fork_server)
 
 
 @pytest.fixture(scope="module")
-def second_run(compiled, vertex_run):
+def second_run(compiled, vertex_run, fork_server):
     """The same spec run again, in the same pipeline root and on the first run's
     metadata store, after the data grew."""
     data_dir = compiled[1]
     synthetic.generate(data_dir, USERS, MOVIES, SECOND_RUN_RATINGS, "100k", seed=11)
-    return _run(compiled, store=vertex_run.store)
+    return _run(compiled, fork_server, store=vertex_run.store)
 
 
 def test_every_artifact_type_of_the_spec_imports_in_the_entry_point(compiled):

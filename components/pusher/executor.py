@@ -27,7 +27,7 @@ from components.pusher import publishing
 PUSH_FILE = "push.json"
 PUSHED_PROPERTY = "pushed"  # custom properties of the pushed_model artifact (as TFX's
 PUSHED_VERSION_PROPERTY = "pushed_version"  # Pusher's; the run report reads them)
-_PUSHED_DESTINATION = "pushed_destination"
+PUSHED_DESTINATION = "pushed_destination"
 _BLESSED = "blessed"
 
 
@@ -173,14 +173,20 @@ class Executor(base_executor.BaseExecutor):
             max_k=int(exec_properties["max_k"]),
             scann_overrides=json.loads(exec_properties.get("scann_overrides") or "{}"),
             source=model.uri)
-        pushed_model.set_int_custom_property(PUSHED_PROPERTY, int(result["pushed"]))
-        if result["pushed"]:
-            pushed_model.set_string_custom_property(PUSHED_VERSION_PROPERTY,
-                                                    str(result["version"]))
-            pushed_model.set_string_custom_property(
-                _PUSHED_DESTINATION, result["destinations"]["brute_force"])
-        else:
-            logging.info("Not pushed: %s", result["reason"])
-        fileio.makedirs(pushed_model.uri)
-        with fileio.open(os.path.join(pushed_model.uri, PUSH_FILE), "w") as handle:
-            json.dump(result, handle, indent=2, sort_keys=True)
+        record_push(pushed_model, result)
+
+
+def record_push(pushed_model: types.Artifact, result: Dict[str, Any]) -> None:
+    """Marks a PushedModel artifact with :func:`push`'s ``result`` (or a result of the
+    same shape) and writes it as ``push.json`` into the artifact's directory."""
+    pushed_model.set_int_custom_property(PUSHED_PROPERTY, int(result["pushed"]))
+    if result["pushed"]:
+        pushed_model.set_string_custom_property(PUSHED_VERSION_PROPERTY,
+                                                str(result["version"]))
+        pushed_model.set_string_custom_property(
+            PUSHED_DESTINATION, result["destinations"][contract.BRUTE_FORCE])
+    else:
+        logging.info("Not pushed: %s", result["reason"])
+    fileio.makedirs(pushed_model.uri)
+    with fileio.open(os.path.join(pushed_model.uri, PUSH_FILE), "w") as handle:
+        json.dump(result, handle, indent=2, sort_keys=True)

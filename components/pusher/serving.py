@@ -157,6 +157,12 @@ class RetrievalServer(tf.Module):
             return inputs
         return {**inputs, contract.TIMESTAMP: self.query_times.lookup(inputs[contract.USER_ID])}
 
+    def retrieve(self, inputs, k, exclude=None):
+        """What both signatures return, for query tensors ``inputs`` (the query tower's
+        raw inputs) and ``exclude`` [B, E] or None: for servers that compose this one
+        (components/two_stage/model.py)."""
+        return self._recommend(inputs, k, exclude)
+
     def _recommend(self, inputs, k, exclude):
         query = self._query_fn(**inputs)[contract.QUERY_EMBEDDING]
         k = tf.clip_by_value(k, 1, self._max_k)

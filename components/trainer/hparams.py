@@ -17,6 +17,7 @@ from components import contract, typed_values
 
 RETRIEVAL, RANKING = contract.RETRIEVAL, contract.RANKING
 MULTITASK, SEQUENTIAL = contract.MULTITASK, contract.SEQUENTIAL
+ATTENTION = contract.ATTENTION
 MODELS = tuple(contract.MODEL_KINDS)
 
 OPTIMIZERS = ("adagrad", "adam", "sgd", "rmsprop")
@@ -75,8 +76,15 @@ class HParams:
       tower_layers: hidden ReLU layers between a tower's concatenated features and its
         final linear ``D`` projection (only used when a tower has more than its id).
       rating_layers: hidden layers of the rating head (the tutorial's 256-64).
-      share_embeddings: the sequential query tower embeds context movies with the
-        candidate tower instead of a separate embedding.
+      share_embeddings: the sequence query towers (the GRU's, the attention's) embed
+        context movies with the candidate tower instead of a separate embedding.
+      attention_blocks, attention_heads, attention_dropout: the self-attention
+        sequential model (``attention``): causal transformer blocks, heads per block,
+        and the dropout rate of its inputs, attention weights and block outputs.
+      every_position_weight: the sequence models that can (``attention``) add, with this
+        weight, the loss of predicting each context movie from the ones before it
+        (SASRec's training on every position of the history) to the label's loss;
+        0: the label's loss only.
       top_ks: the ``k`` of the top-K metrics.
       eval_sample_users: evaluate the Trainer's top-K on the eval examples of at most
         this many users, drawn with ``seed`` (0: every user). For very large eval
@@ -141,6 +149,10 @@ class HParams:
     rating_bias_l2: float = 0.0
     rating_dot: bool = False
     learning_rate_schedule: str = "constant"
+    attention_blocks: int = 2
+    attention_heads: int = 2
+    attention_dropout: float = 0.2
+    every_position_weight: float = 0.0
 
     def __post_init__(self):
         kind = contract.model_kind(self.model)  # ValueError naming the known kinds
@@ -160,6 +172,14 @@ class HParams:
                      "sampled_softmax_min_catalogue"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, not {getattr(self, name)}")
+        if self.attention_blocks < 0 or self.attention_heads < 1:
+            raise ValueError("attention_blocks must be non-negative and attention_heads "
+                             "positive")
+        if not 0.0 <= self.attention_dropout < 1.0:
+            raise ValueError(f"attention_dropout must be within [0, 1), "
+                             f"not {self.attention_dropout}")
+        if self.every_position_weight < 0:
+            raise ValueError("every_position_weight must be non-negative")
         if self.l2_regularization < 0 or self.rating_bias_l2 < 0:
             raise ValueError("L2 penalties must be non-negative")
         unknown = sorted(set(self.timestamp_features) - set(TIMESTAMP_FEATURES))
@@ -251,6 +271,11 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         model=SEQUENTIAL, embedding_dim=64, epochs=6, batch_size=1024,
         optimizer="adagrad", learning_rate=0.1, learning_rate_schedule="cosine",
         full_softmax=True, share_embeddings=True, mask_padding=True),
+    ATTENTION: dict(
+        model=ATTENTION, embedding_dim=64, epochs=6, batch_size=256, optimizer="adam",
+        learning_rate=0.001, learning_rate_schedule="cosine", full_softmax=True,
+        share_embeddings=True, attention_blocks=2, attention_heads=2,
+        attention_dropout=0.2, every_position_weight=1.0),
 }
 
 

@@ -1,9 +1,10 @@
-"""The four TFRS models, and how they are built and compiled.
+"""The five TFRS models, and how they are built and compiled.
 
     RetrievalModel       rating features -> query embedding [B, D]
     RankingModel         rating features -> rating [B], clipped to the star range
     MultitaskModel       rating features -> rating [B]; ``query_tower`` for retrieval
-    SequentialModel      sequence features -> query embedding [B, D]
+    SequentialModel      sequence features -> query embedding [B, D]   (GRU)
+    AttentionModel       sequence features -> query embedding [B, D]   (self-attention)
 
 Every tower is a Keras model (components/trainer/towers.py), and each TFRS model owns
 exactly one loss-and-metrics task per objective (components/trainer/tasks.py).
@@ -24,7 +25,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from components import contract
-from components.trainer import encoders, inputs, tasks, towers
+from components.trainer import attention, encoders, inputs, tasks, towers
 from components.trainer.hparams import HParams
 from components.trainer.vocabulary import Vocabulary
 
@@ -241,6 +242,56 @@ class SequentialModel(_TwoTowerModel):
         self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams, movie_counts)
 
 
+class AttentionModel(_TwoTowerModel):
+    """SASRec-style: causal self-attention over the user's last movies retrieves the next.
+
+    ``call(features)`` -> query embeddings ``[B, D]`` from ``context_movie_id`` ``[B, L]``
+    (components/trainer/attention.py: the output at the last real movie); the label is
+    ``label_movie_id`` ``[B]``, embedded by the candidate tower (which also embeds the
+    context movies with ``share_embeddings``).
+
+    Loss: the label's retrieval loss from the last real position (as the GRU's), plus,
+    with ``every_position_weight`` > 0 and in training only, that weight times the loss
+    of predicting each context movie ``i + 1`` from the output at ``i`` (SASRec's every
+    position; the examples' context lists hold those next movies). Evaluation's loss and
+    top-K are the label's alone, comparable with the GRU's.
+    """
+
+    def __init__(self, vocabulary: Vocabulary, hparams: HParams,
+                 timestamp_stats: Optional[inputs.TimestampStats] = None,
+                 movie_counts: Optional[np.ndarray] = None):
+        del timestamp_stats  # the sequence examples' timestamp is not a query feature here
+        super().__init__(name="attention_model")
+        self.hparams = hparams
+        self.candidate_tower = _movie_tower(vocabulary, hparams)
+        self.query_tower = attention.AttentionQueryTower(
+            self.candidate_tower if hparams.share_embeddings
+            else _movie_tower(vocabulary, hparams),
+            vocabulary.sequence_shape()[0], hparams.embedding_dim,
+            blocks=hparams.attention_blocks, heads=hparams.attention_heads,
+            dropout=hparams.attention_dropout, l2=hparams.l2_regularization)
+        self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams, movie_counts)
+
+    def compute_loss(self, features, training=False):
+        ids = features[contract.CONTEXT_MOVIE_ID]
+        labels = features[self.label_key]
+        outputs, mask, last = self.query_tower.sequence(ids, training=training)
+        loss = self.task(
+            tf.gather(outputs, last, batch_dims=1), self.candidate_tower(labels), labels,
+            compute_metrics=not training or self.hparams.train_top_k_metrics)
+        if not training or self.hparams.every_position_weight == 0:
+            return loss
+        # Position i (a real movie before the last) predicts the context movie at i + 1.
+        following = tf.concat([ids[:, 1:], tf.zeros_like(ids[:, :1])], axis=1)
+        index = tf.range(tf.shape(ids, out_type=tf.int64)[1])[None, :]
+        earlier = mask & (index < last[:, None]) & tf.not_equal(
+            following, contract.PAD_MOVIE_ID)
+        targets = tf.boolean_mask(following, earlier)                          # [N]
+        context_loss = self.task(
+            tf.boolean_mask(outputs, earlier), self.candidate_tower(targets), targets,
+            compute_metrics=False)
+        return loss + self.hparams.every_position_weight * context_loss
+
 
 def _rating_parts(vocabulary, hparams):
     """The rating head and, if ``hparams.rating_biases``, the user/movie bias terms."""
@@ -278,7 +329,8 @@ def _retrieval_task(candidate_tower, vocabulary, hparams, movie_counts=None):
 
 
 MODEL_CLASSES = {contract.RETRIEVAL: RetrievalModel, contract.RANKING: RankingModel,
-                 contract.MULTITASK: MultitaskModel, contract.SEQUENTIAL: SequentialModel}
+                 contract.MULTITASK: MultitaskModel, contract.SEQUENTIAL: SequentialModel,
+                 contract.ATTENTION: AttentionModel}
 
 
 def build_model(hparams: HParams, vocabulary: Vocabulary,

@@ -1,0 +1,181 @@
+"""Benchmark: the self-attention sequential model (``attention``) against the GRU
+(``sequential``) and last-item Markov, under leave-last-out, on MovieLens-100K.
+
+Protocol: the example generator (``generate.generate`` in-process) with
+``split_strategy=leave_last_out`` (each user's last label to eval, the rest to train;
+``min_rating`` 2, 10 context movies: ExampleGenConfig's defaults). Each model trains on
+the train split with its preset (components/trainer/hparams.py) plus any ``--hparam``
+overrides, and is scored on each user's held-out next movie over the whole catalogue,
+the user's movies in the training examples (labels and contexts: every movie they saw
+before) left out. HR@10: the share of users whose movie ranks in the first 10; NDCG@10:
+``1 / log2(rank + 2)`` for those, 0 otherwise, averaged. Last-item Markov: the movies
+that most often follow the history's last movie in the training examples, ties by
+popularity.
+
+Usage (a few minutes per model on 2 cores)::
+
+    PYTHONPATH=. .venv/bin/python benchmarks/attention.py
+    PYTHONPATH=. .venv/bin/python benchmarks/attention.py --models attention \\
+        --hparam attention.epochs=10 --variant every_position_weight=0,epochs=8
+
+``--variant`` trains the ``attention`` kind once more with those overrides (repeatable).
+Prints HR@10 / NDCG@10 after every epoch and one line per model and, last, a JSON
+object of every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import tempfile
+import time
+from typing import Callable, Dict
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import components  # noqa: E402,F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow)
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchmarks import quality  # noqa: E402
+from components import contract  # noqa: E402
+from components.trainer import evaluation as trainer_eval  # noqa: E402
+from components.trainer import hparams as hp  # noqa: E402
+from components.trainer import inputs  # noqa: E402
+from components.trainer import models as M  # noqa: E402
+from pipeline import options  # noqa: E402
+
+K = 10
+
+
+def generate_leave_last_out(data_dir: str, out: pathlib.Path):
+    """The example generator's outputs for ``data_dir`` split leave-last-out."""
+    from components.example_gen import generate
+    from components.example_gen.config import SPLIT_LEAVE_LAST_OUT, ExampleGenConfig
+
+    paths = generate.OutputPaths.under(str(out))
+    generate.generate(data_dir, ExampleGenConfig(split_strategy=SPLIT_LEAVE_LAST_OUT,
+                                                 seed=quality.SPLIT_SEED), paths)
+    return paths
+
+
+def hit_rate_and_ndcg(ranks: np.ndarray, k: int = K) -> Dict[str, float]:
+    """HR@k and NDCG@k of 0-based label ranks (one held-out movie per query)."""
+    hits = ranks < k
+    gains = np.where(hits, 1.0 / np.log2(np.minimum(ranks, k) + 2.0), 0.0)
+    return {f"hr@{k}": float(hits.mean()), f"ndcg@{k}": float(gains.mean()),
+            "users": int(len(ranks))}
+
+
+def ranks_excluding_seen(query_fn: Callable, catalogue: np.ndarray, data: quality.Data,
+                         history) -> np.ndarray:
+    """Each eval example's label rank over ``catalogue`` (``query_fn(batch)`` -> ``[b,
+    D]``), the user's training movies left out."""
+    ranks = []
+    for batch in data.sequence_eval:
+        labels = trainer_eval.movie_rows(data.vocabulary,
+                                         batch[contract.LABEL_MOVIE_ID].numpy())
+        excluded = history.pairs_of(batch[contract.USER_ID].numpy())
+        ranks.append(trainer_eval.label_ranks(np.asarray(query_fn(batch), np.float32),
+                                              catalogue, labels, excluded))
+    return np.concatenate(ranks)
+
+
+def score(model, data: quality.Data, history) -> Dict[str, float]:
+    """HR@10 and NDCG@10 of a sequence model on the eval split (seen movies left out)."""
+    catalogue = trainer_eval.catalogue_embeddings(model.candidate_tower, data.vocabulary)
+    return hit_rate_and_ndcg(ranks_excluding_seen(
+        lambda batch: model.query_tower(batch).numpy(), catalogue, data, history))
+
+
+class EpochScore(tf.keras.callbacks.Callback):
+    """Prints the eval figures after each epoch (the curve, to choose ``epochs``)."""
+
+    def __init__(self, name: str, data: quality.Data, history):
+        super().__init__()
+        self.name, self.data, self.history = name, data, history
+
+    def on_epoch_end(self, epoch, logs=None):
+        quality.log(f"  [{self.name}] after epoch {epoch + 1}: "
+                    f"{score(self.model, self.data, self.history)}")
+
+
+def train(name: str, hparams, data: quality.Data, history):
+    """``quality.train``'s model and time, scoring the eval split after each epoch."""
+    quality.log(f"[{name}] training: {quality.describe(hparams)}")
+    started = time.time()
+    model = M.compile_model(M.build_model(hparams, data.vocabulary), hparams)
+    model.fit(inputs.input_dataset(hparams, data.vocabulary,
+                                   data.files["sequence"]["train"], training=True),
+              epochs=hparams.epochs, verbose=0,
+              callbacks=[quality.Progress(name), EpochScore(name, data, history)])
+    return model, time.time() - started
+
+
+def markov_query_fn(data: quality.Data) -> Callable:
+    """Last-item Markov: scores ``[b, M]`` = transitions from the last context movie
+    (training examples' last context movie -> label counts) plus popularity (< 1)."""
+    num_movies = data.vocabulary.num_movies
+    transitions = np.zeros((num_movies + 1, num_movies), np.float32)
+    for batch in data.sequence_train:
+        last = quality._last_context_rows(data, batch[contract.CONTEXT_MOVIE_ID].numpy())
+        labels = trainer_eval.movie_rows(data.vocabulary,
+                                         batch[contract.LABEL_MOVIE_ID].numpy())
+        keep = labels >= 0
+        np.add.at(transitions, (last[keep] + 1, labels[keep]), 1)
+    share = (data.label_counts / max(data.label_counts.sum(), 1)).astype(np.float32)
+    return lambda batch: transitions[quality._last_context_rows(
+        data, batch[contract.CONTEXT_MOVIE_ID].numpy()) + 1] + share[None, :]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=str(quality.DEFAULT_DATA_DIR))
+    parser.add_argument("--models", default=f"{contract.SEQUENTIAL},{contract.ATTENTION}")
+    parser.add_argument("--hparam", action="append", default=None,
+                        metavar="MODEL.NAME=VALUE")
+    parser.add_argument("--variant", action="append", default=[],
+                        metavar="NAME=VALUE,...")
+    args = parser.parse_args(argv)
+    overrides = options.parse_hparams(args.hparam)
+    runs = [(name, {**overrides.get(name, {}), "model": name})
+            for name in args.models.split(",") if name]
+    for number, variant in enumerate(args.variant, start=1):
+        runs.append((f"{contract.ATTENTION}-{number}", {
+            **overrides.get(contract.ATTENTION, {}), "model": contract.ATTENTION,
+            **options.parse_hparams([f"{contract.ATTENTION}.{pair}" for pair in
+                                     variant.split(",")])[contract.ATTENTION]}))
+    started = time.time()
+    with tempfile.TemporaryDirectory() as work:
+        data = quality.Data(generate_leave_last_out(args.data_dir, pathlib.Path(work)))
+        spec = inputs.select(inputs.sequence_feature_spec(*data.vocabulary.sequence_shape()),
+                             [contract.USER_ID, contract.CONTEXT_MOVIE_ID,
+                              contract.LABEL_MOVIE_ID])
+        data.sequence_train, data.sequence_eval = (
+            inputs.make_dataset(data.files["sequence"][split], spec, 4096, shuffle=False)
+            for split in contract.SPLITS)
+        history = trainer_eval.user_history(
+            data.sequence_train, data.vocabulary,
+            (contract.LABEL_MOVIE_ID, contract.CONTEXT_MOVIE_ID))
+        results = {"markov": hit_rate_and_ndcg(ranks_excluding_seen(
+            markov_query_fn(data), np.eye(data.vocabulary.num_movies, dtype=np.float32),
+            data, history))}
+        quality.log(f"[markov] {results['markov']}")
+        for name, config in runs:
+            hparams = hp.HParams.from_dict(config)
+            model, seconds = train(name, hparams, data, history)
+            results[name] = {**score(model, data, history), "train_seconds": round(seconds),
+                             "hparams": quality.describe(hparams)}
+            quality.log(f"[{name}] {results[name]}")
+    results["wall_seconds"] = round(time.time() - started)
+    print(json.dumps(results, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

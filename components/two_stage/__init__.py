@@ -1,0 +1,1 @@
+"""TwoStagePusher: retrieval then ranking, in one served SavedModel."""
