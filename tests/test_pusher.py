@@ -468,7 +468,9 @@ def test_a_model_reading_a_time_is_served_without_one_and_at_a_given_time(tmp_pa
     users, k = tf.constant([1, 2], tf.int64), tf.constant(6)
     default = served.signatures[contract.RECOMMEND_SIGNATURE](user_id=users, k=k)
     at_time = served.signatures[contract.QUERY_TIME_SIGNATURE]
-    known = at_time(user_id=users, timestamp=tf.constant(last), k=k)
+    none = tf.zeros([2, 1], tf.int64)   # exclude_movie_ids, 0-padded: nothing
+    known = at_time(user_id=users, timestamp=tf.constant(last), k=k, exclude_movie_ids=none)
     np.testing.assert_allclose(default["scores"].numpy(), known["scores"].numpy(), atol=1e-6)
-    other = at_time(user_id=users, timestamp=tf.constant([0, 0], tf.int64), k=k)
+    other = at_time(user_id=users, timestamp=tf.constant([0, 0], tf.int64), k=k,
+                    exclude_movie_ids=none)
     assert not np.allclose(np.sort(other["scores"].numpy()), np.sort(known["scores"].numpy()))

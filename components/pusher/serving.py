@@ -17,7 +17,7 @@ Signatures of the retrieval-like variants (``B`` queries)::
                        0-padded) -- and ``k`` int32 scalar: nothing a client cannot know
   recommend_excluding  the same plus ``exclude_movie_ids`` int64 [B, E] (0-padded)
   recommend_at_time    only for a model whose query tower reads a time: the same as
-                       serving_default plus ``timestamp`` int64 [B], the query time
+                       recommend_excluding plus ``timestamp`` int64 [B], the query time
   all return           scores float32 [B, k], movie_ids int64 [B, k], titles string [B, k]
                        best first; k is clipped to [1, min(max_k, movies)]. When fewer
                        than k movies are left after exclusion the tail has score -inf.
@@ -142,11 +142,12 @@ class RetrievalServer(tf.Module):
         self.recommend_excluding = recommend_excluding
         self.recommend_at_time = None
         if self.query_times is not None:
-            @tf.function(input_signature=[{**full_spec, contract.K_INPUT: k_spec}])
+            @tf.function(input_signature=[{**full_spec, contract.K_INPUT: k_spec,
+                                           contract.EXCLUDE_INPUT: exclude_spec}])
             def recommend_at_time(inputs):
                 inputs = dict(inputs)
-                k = inputs.pop(contract.K_INPUT)
-                return self._recommend(inputs, k, None)
+                k, exclude = inputs.pop(contract.K_INPUT), inputs.pop(contract.EXCLUDE_INPUT)
+                return self._recommend(inputs, k, exclude)
 
             self.recommend_at_time = recommend_at_time
 
