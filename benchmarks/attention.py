@@ -42,7 +42,8 @@ import components  # noqa: E402,F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks import quality  # noqa: E402
+from benchmarks import baselines, protocols, quality, training  # noqa: E402
+from benchmarks.tutorial_protocol import Data  # noqa: E402
 from components import contract  # noqa: E402
 from components.trainer import evaluation as trainer_eval  # noqa: E402
 from components.trainer import hparams as hp  # noqa: E402
@@ -55,24 +56,17 @@ K = 10
 
 def generate_leave_last_out(data_dir: str, out: pathlib.Path):
     """The example generator's outputs for ``data_dir`` split leave-last-out."""
-    from components.example_gen import generate
-    from components.example_gen.config import SPLIT_LEAVE_LAST_OUT, ExampleGenConfig
-
-    paths = generate.OutputPaths.under(str(out))
-    generate.generate(data_dir, ExampleGenConfig(split_strategy=SPLIT_LEAVE_LAST_OUT,
-                                                 seed=quality.SPLIT_SEED), paths)
-    return paths
+    return protocols.generate_examples(data_dir, str(out), "leave_last_out")[0]
 
 
 def hit_rate_and_ndcg(ranks: np.ndarray, k: int = K) -> Dict[str, float]:
     """HR@k and NDCG@k of 0-based label ranks (one held-out movie per query)."""
-    hits = ranks < k
-    gains = np.where(hits, 1.0 / np.log2(np.minimum(ranks, k) + 2.0), 0.0)
-    return {f"hr@{k}": float(hits.mean()), f"ndcg@{k}": float(gains.mean()),
+    figures = trainer_eval.rank_metrics(ranks, (k,))
+    return {f"hr@{k}": figures[f"top_{k}"], f"ndcg@{k}": figures[f"ndcg_{k}"],
             "users": int(len(ranks))}
 
 
-def ranks_excluding_seen(query_fn: Callable, catalogue: np.ndarray, data: quality.Data,
+def ranks_excluding_seen(query_fn: Callable, catalogue: np.ndarray, data: Data,
                          history) -> np.ndarray:
     """Each eval example's label rank over ``catalogue`` (``query_fn(batch)`` -> ``[b,
     D]``), the user's training movies left out."""
@@ -86,7 +80,7 @@ def ranks_excluding_seen(query_fn: Callable, catalogue: np.ndarray, data: qualit
     return np.concatenate(ranks)
 
 
-def score(model, data: quality.Data, history) -> Dict[str, float]:
+def score(model, data: Data, history) -> Dict[str, float]:
     """HR@10 and NDCG@10 of a sequence model on the eval split (seen movies left out)."""
     catalogue = trainer_eval.catalogue_embeddings(model.candidate_tower, data.vocabulary)
     return hit_rate_and_ndcg(ranks_excluding_seen(
@@ -96,41 +90,41 @@ def score(model, data: quality.Data, history) -> Dict[str, float]:
 class EpochScore(tf.keras.callbacks.Callback):
     """Prints the eval figures after each epoch (the curve, to choose ``epochs``)."""
 
-    def __init__(self, name: str, data: quality.Data, history):
+    def __init__(self, name: str, data: Data, history):
         super().__init__()
         self.name, self.data, self.history = name, data, history
 
     def on_epoch_end(self, epoch, logs=None):
-        quality.log(f"  [{self.name}] after epoch {epoch + 1}: "
+        training.log(f"  [{self.name}] after epoch {epoch + 1}: "
                     f"{score(self.model, self.data, self.history)}")
 
 
-def train(name: str, hparams, data: quality.Data, history):
+def train(name: str, hparams, data: Data, history):
     """``quality.train``'s model and time, scoring the eval split after each epoch."""
-    quality.log(f"[{name}] training: {quality.describe(hparams)}")
+    training.log(f"[{name}] training: {training.describe(hparams)}")
     started = time.time()
     model = M.compile_model(M.build_model(hparams, data.vocabulary), hparams)
     model.fit(inputs.input_dataset(hparams, data.vocabulary,
                                    data.files["sequence"]["train"], training=True),
               epochs=hparams.epochs, verbose=0,
-              callbacks=[quality.Progress(name), EpochScore(name, data, history)])
+              callbacks=[training.Progress(name), EpochScore(name, data, history)])
     return model, time.time() - started
 
 
-def markov_query_fn(data: quality.Data) -> Callable:
+def markov_query_fn(data: Data) -> Callable:
     """Last-item Markov: scores ``[b, M]`` = transitions from the last context movie
     (training examples' last context movie -> label counts) plus popularity (< 1)."""
-    num_movies = data.vocabulary.num_movies
-    transitions = np.zeros((num_movies + 1, num_movies), np.float32)
-    for batch in data.sequence_train:
-        last = quality._last_context_rows(data, batch[contract.CONTEXT_MOVIE_ID].numpy())
-        labels = trainer_eval.movie_rows(data.vocabulary,
-                                         batch[contract.LABEL_MOVIE_ID].numpy())
-        keep = labels >= 0
-        np.add.at(transitions, (last[keep] + 1, labels[keep]), 1)
-    share = (data.label_counts / max(data.label_counts.sum(), 1)).astype(np.float32)
-    return lambda batch: transitions[quality._last_context_rows(
-        data, batch[contract.CONTEXT_MOVIE_ID].numpy()) + 1] + share[None, :]
+    train = data.sequences[contract.TRAIN]
+    transitions = baselines.transition_counts(protocols.last_context_rows(train.context),
+                                              train.movies, data.vocabulary.num_movies)
+
+    def last_rows(batch):
+        context = batch[contract.CONTEXT_MOVIE_ID].numpy()
+        return protocols.last_context_rows(
+            trainer_eval.movie_rows(data.vocabulary, context.reshape(-1)).reshape(context.shape))
+
+    return lambda batch: baselines.markov_scores(transitions, last_rows(batch),
+                                                 data.label_counts).astype(np.float32)
 
 
 def main(argv=None) -> int:
@@ -152,7 +146,7 @@ def main(argv=None) -> int:
                                      variant.split(",")])[contract.ATTENTION]}))
     started = time.time()
     with tempfile.TemporaryDirectory() as work:
-        data = quality.Data(generate_leave_last_out(args.data_dir, pathlib.Path(work)))
+        data = Data(generate_leave_last_out(args.data_dir, pathlib.Path(work)))
         spec = inputs.select(inputs.sequence_feature_spec(*data.vocabulary.sequence_shape()),
                              [contract.USER_ID, contract.CONTEXT_MOVIE_ID,
                               contract.LABEL_MOVIE_ID])
@@ -165,13 +159,13 @@ def main(argv=None) -> int:
         results = {"markov": hit_rate_and_ndcg(ranks_excluding_seen(
             markov_query_fn(data), np.eye(data.vocabulary.num_movies, dtype=np.float32),
             data, history))}
-        quality.log(f"[markov] {results['markov']}")
+        training.log(f"[markov] {results['markov']}")
         for name, config in runs:
             hparams = hp.HParams.from_dict(config)
             model, seconds = train(name, hparams, data, history)
             results[name] = {**score(model, data, history), "train_seconds": round(seconds),
-                             "hparams": quality.describe(hparams)}
-            quality.log(f"[{name}] {results[name]}")
+                             "hparams": training.describe(hparams)}
+            training.log(f"[{name}] {results[name]}")
     results["wall_seconds"] = round(time.time() - started)
     print(json.dumps(results, sort_keys=True))
     return 0

@@ -95,6 +95,8 @@ EXAMPLES_INPUT = "examples"
 QUERY_EMBEDDING = "query_embedding"  # serving_default's output (retrieval-like models)
 RATING_OUTPUT = "rating"  # serving_default's output (ranking)
 SCORES = "scores"  # eval_scores' output [B, M]
+# eval_scores' output [B, M] with each user's training movies (not the label) scored lowest
+SCORES_EXCLUDING_RATED = "scores_excluding_rated"
 LABEL_INDEX = "label_index"  # transform_features' outputs
 USER_ACTIVITY = "user_activity"
 MOVIE_POPULARITY = "movie_popularity"
@@ -107,6 +109,8 @@ SCANN = "scann"  # and a ScaNN index (served under <model>_scann/)
 SERVING_INFO_FILE = "serving.json"
 RECOMMEND_SIGNATURE = "serving_default"
 EXCLUDING_SIGNATURE = "recommend_excluding"
+# Only for a model that reads a query time: serving_default's inputs plus "timestamp".
+QUERY_TIME_SIGNATURE = "recommend_at_time"
 K_INPUT = "k"
 EXCLUDE_INPUT = "exclude_movie_ids"
 MOVIE_IDS_OUTPUT = "movie_ids"

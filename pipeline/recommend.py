@@ -116,14 +116,30 @@ def load_model(path: str, variant: str):
     return tf.saved_model.load(path)
 
 
+def _input_names(info: Dict, timestamp: Optional[int], model_name: str) -> List[str]:
+    """The served model's query inputs, plus the query time when ``--timestamp`` is given
+    (its ``recommend_at_time`` signature; a model that reads no time has none)."""
+    if timestamp is None:
+        return list(info["inputs"])
+    if contract.QUERY_TIME_SIGNATURE not in info.get("signatures", ()):
+        raise RecommendError(f"the pushed {model_name} model reads no query time: leave "
+                             f"out --timestamp")
+    return [*info["inputs"], contract.TIMESTAMP]
+
+
 def query(model, inputs: Dict[str, np.ndarray], k: int,
           exclude: Sequence[int] = ()) -> List[Recommendation]:
-    """Calls the served model for one query; drops -inf (padding) results."""
+    """Calls the served model for one query; drops -inf (padding) results. With a
+    ``timestamp`` among ``inputs``, its ``recommend_at_time`` signature."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     feeds = {name: tf.constant(value) for name, value in inputs.items()}
     feeds[contract.K_INPUT] = tf.constant(k, tf.int32)
-    if len(exclude):
+    if contract.TIMESTAMP in inputs:
+        feeds[contract.EXCLUDE_INPUT] = tf.constant(
+            [list(exclude) or [contract.PAD_MOVIE_ID]], tf.int64)
+        output = model.signatures[contract.QUERY_TIME_SIGNATURE](**feeds)
+    elif len(exclude):
         feeds[contract.EXCLUDE_INPUT] = tf.constant([list(exclude)], tf.int64)
         output = model.signatures[contract.EXCLUDING_SIGNATURE](**feeds)
     else:
@@ -189,8 +205,9 @@ def recommend(serving_root: str, k: int = 10, user: Optional[int] = None,
             notes.append(f"user {user} is unknown: the most-rated movies instead")
             return path, catalogue.popular(k, seen), notes
         inputs = serving.query_inputs(
-            serving.read_serving_info(path)["inputs"], users=[int(user)],
-            rated=catalogue.rated, timestamps=None if timestamp is None else [timestamp])
+            _input_names(serving.read_serving_info(path), timestamp, model_name),
+            users=[int(user)], rated=catalogue.rated,
+            timestamps=None if timestamp is None else [timestamp])
         if seen:
             notes.append(f"leaving out the {len(seen)} movies user {user} rated")
         if two_stage:  # the model leaves the rated movies out itself (serving_default);
@@ -215,7 +232,7 @@ def recommend(serving_root: str, k: int = 10, user: Optional[int] = None,
         # padded context length); older movies are left out, as in training.
         length = int(info[contract.MAX_CONTEXT_LENGTH])
         inputs = serving.query_inputs(
-            info["inputs"], histories=[known[-length:]],
+            _input_names(info, timestamp, model_name), histories=[known[-length:]],
             timestamps=None if timestamp is None else [timestamp])
         if seen:
             notes.append(f"leaving out the {len(seen)} movies of the history")

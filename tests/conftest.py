@@ -287,6 +287,10 @@ def serving_tree(root: str) -> Dict[str, list]:
 # The served pipeline's settings that are not the defaults: what the tests reading it
 # check (sequences padded to 5, hyperparameters from a file and from --hparam).
 SERVED_EPOCHS = 3
+# The served run's top-100 gate: every trained model clears it, an untrained one (about
+# 100 / 400) does not. (0.4 until the retrieval preset lost its time features, which on
+# the random split read the held-out rating's own time: trained, it scores ~0.39.)
+SERVED_MIN_TOP_K = 0.35
 SERVED_CONTEXT_LENGTH = 5
 SERVED_HPARAMS_FILE = {"training": {"hparams": {"retrieval": {"embedding_dim": 24}}}}
 SERVED_HPARAM_OPTION = ("sequential", "embedding_dim", 16)
@@ -302,9 +306,9 @@ def served_pipeline(synthetic_data, tmp_path_factory):
     it (console output captured), on synthetic data (200 users x 400 movies x 12,000
     ratings): all three models for SERVED_EPOCHS epochs, sequence examples padded to
     SERVED_CONTEXT_LENGTH (not the default 10), settings from a config file and from
-    ``--hparam``, and gates every trained model clears: top-100 >= 0.4 (an untrained
-    model scores ~0.25 on 400 movies), RMSE <= 1.5; the two-stage model and batch
-    recommendations for every user.
+    ``--hparam``, and gates every trained model clears: top-100 >= SERVED_MIN_TOP_K (an
+    untrained model scores ~0.25 on 400 movies), RMSE <= 1.5; the two-stage model and
+    batch recommendations for every user.
 
     One run for every test of a first run (components, Evaluators, Pushers, serving,
     settings, console output): each pipeline run costs minutes."""
@@ -321,7 +325,7 @@ def served_pipeline(synthetic_data, tmp_path_factory):
     argv = ["run", "--data-dir", str(data), "--output-root", str(workdir / "outputs"),
             "--config", str(config_file), "--max-context-length", str(SERVED_CONTEXT_LENGTH),
             "--hparam", f"{model}.{name}={value}", "--epochs", str(SERVED_EPOCHS),
-            "--min-top-k-accuracy", "0.4", "--max-rmse", "1.5",
+            "--min-top-k-accuracy", str(SERVED_MIN_TOP_K), "--max-rmse", "1.5",
             "--batch-recommendations", "true",
             "--beam-arg=--direct_running_mode=in_memory"]
     done = subprocess.run([sys.executable, "pipeline_runner.py", *argv], cwd=REPO,
@@ -424,7 +428,8 @@ E2E_MODULES = {"test_pipeline", "test_retraining", "test_interruption",
 # that no worker is left with one of them at the end.
 SERVED_MODULES = {"test_batch_recommend", "test_console_output", "test_evaluator",
                   "test_pipeline", "test_pusher", "test_recommend", "test_retraining",
-                  "test_run_report", "test_settings", "test_two_stage"}
+                  "test_run_report", "test_served_agreement", "test_settings",
+                  "test_two_stage"}
 SERVED_GROUP = "served_pipeline"
 _SLOW_FIRST = (SERVED_GROUP, "test_vertex_entrypoint", "test_validation",
                "test_interruption", "test_models", "test_example_gen")

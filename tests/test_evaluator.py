@@ -39,6 +39,9 @@ def test_evaluator_top_100_equals_the_trainers_over_the_whole_vocabulary(served_
     metrics = _overall_metrics(runs.output(f"{name}Evaluator", "evaluation"))
     trainer = _trainer_metrics(runs, f"{name}Trainer")
     assert metrics[()][TOP_100] == pytest.approx(trainer["top_100"], abs=0.002)
+    # Reported beside the gate: top-10 and NDCG@10 (components/evaluator/metrics.py).
+    assert metrics[()]["top_10_accuracy"] == pytest.approx(trainer["top_10"], abs=0.002)
+    assert metrics[()]["ndcg_10"] == pytest.approx(trainer["ndcg_10"], abs=0.002)
     assert metrics[()]["example_count"] == trainer["queries"]
     # Not a vacuous agreement: the catalogue (400 movies) is larger than k.
     assert 0.3 < trainer["top_100"] < 0.99
@@ -194,3 +197,16 @@ def test_eval_config_gates_the_overall_slice_with_the_configured_thresholds():
     threshold = metric.per_slice_thresholds[0].threshold
     assert threshold.value_threshold.upper_bound.value == 0.95
     assert threshold.change_threshold.absolute.value == 0.01
+
+
+def test_exclude_rated_scores_the_seen_excluded_output_with_ndcg_beside_the_gate():
+    from components.evaluator import config
+
+    plain = config.eval_config("retrieval", EvaluationConfig())
+    honest = config.eval_config("retrieval", EvaluationConfig(exclude_rated=True, top_k=10))
+    assert plain.model_specs[0].prediction_key == contract.SCORES
+    assert honest.model_specs[0].prediction_key == contract.SCORES_EXCLUDING_RATED
+    names = {json.loads(m.config)["name"] for m in honest.metrics_specs[0].metrics if m.config}
+    assert names == {"top_10_accuracy", "ndcg_10"}   # HR@10 gated, NDCG@10 beside it
+    [ndcg] = [m for m in honest.metrics_specs[0].metrics if m.class_name == config.NDCG_CLASS]
+    assert ndcg.module == config.NDCG_MODULE and not ndcg.per_slice_thresholds

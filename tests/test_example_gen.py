@@ -416,6 +416,19 @@ def test_temporal_split(tricky_dir, run_example_gen):
     assert run.statistics["sequence_examples"]["eval"] == len(run.serialized("sequence", "eval"))
 
 
+def test_honest_split_is_temporal_for_ratings_and_leave_last_out_for_sequences(
+        tricky_dir, run_example_gen):
+    run = run_example_gen(tricky_dir("100k"), split_strategy="honest",
+                          block_size=BLOCK_SIZE["100k"])
+    train = [e["timestamp"][0] for e in run.examples("rating", "train")]
+    evaluation = [e["timestamp"][0] for e in run.examples("rating", "eval")]
+    assert train and evaluation and max(train) < min(evaluation)  # one global cutoff
+    assert abs(len(train) / (len(train) + len(evaluation)) - 0.8) <= 0.05
+    expected = reference.sequence_examples(reference.load(tricky_dir("100k")))
+    assert_same_examples(run.examples("sequence", "eval"),
+                         [e.features for e in expected if e.is_last], "honest: sequences")
+
+
 def test_leave_last_out_split(tricky_dir, run_example_gen):
     run = run_example_gen(tricky_dir("1m"), split_strategy="leave_last_out",
                           block_size=BLOCK_SIZE["1m"])

@@ -264,7 +264,9 @@ def test_top_k_accuracy_and_exclusions():
     queries = np.ones((3, 1), np.float32)
     labels = np.array([2, 0, -1])  # ranks 3, 1, and an unknown movie (always a miss)
     result = trainer_eval.top_k_accuracy(queries, catalogue, labels, ks=(1, 2, 3))
-    assert result == {"top_1": 1 / 3, "top_2": 1 / 3, "top_3": 2 / 3, "queries": 3}
+    assert result == {"top_1": 1 / 3, "top_2": 1 / 3, "top_3": 2 / 3, "queries": 3,
+                      # NDCG of one relevant movie: 1 / log2(2 + 0-based rank) within k.
+                      "ndcg_1": 1 / 3, "ndcg_2": 1 / 3, "ndcg_3": (1 + 1 / np.log2(4)) / 3}
     # Excluding rows 0 and 1 lifts the first label to rank 1, even though its own row (2)
     # is listed too; the second query's label (row 0) is listed but never excluded.
     excluded = [np.array([0, 1, 2]), np.array([0, 1]), None]
@@ -384,11 +386,11 @@ def test_retrieval_learns_and_beats_random_and_popularity(data, rating_history):
 
 
 def test_full_softmax_retrieval_with_features(data, rating_history):
-    # The retrieval preset: full softmax, timestamps (global and user-relative), title
-    # and genres.
+    # The retrieval preset (full softmax, title and genres) plus the time features
+    # (global and user-relative), which no preset uses any more.
     hparams = hp.HParams.from_dict({
         "epochs": 3, "batch_size": 512, "embedding_dim": 32, "timestamp_buckets": 100,
-        "train_top_k_metrics": True, "top_ks": [10, 100]})
+        "train_top_k_metrics": True, "top_ks": [10, 100], "use_timestamps": True})
     assert hparams.full_softmax and hparams.use_timestamps and hparams.use_genres
     train, evaluation = _datasets(data, hparams)
     stats = inputs.training_timestamp_stats(hparams, data["rating"]["train"])
@@ -552,6 +554,41 @@ def test_export_sequential_and_ranking(data, tmp_path, kind):
     serialized = tf.constant([inputs.serialize_example(e) for e in examples])
     out = loaded.signatures["serve_tf_examples"](examples=serialized)[name].numpy()
     np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_eval_scores_exclude_each_users_training_movies_but_the_label(tmp_path):
+    """The Evaluator's seen-excluded scores rank as the Trainer's *_excluding_rated and
+    the served recommend_excluding do; SparseNdcgAtK agrees with the Trainer's NDCG."""
+    from components.evaluator.metrics import SparseNdcgAtK
+    from components.evaluator.slices import SliceSpec
+    from components.trainer import histories
+
+    vocab = _small_vocab()
+    hparams = hp.HParams(model=hp.RETRIEVAL, embedding_dim=4)
+    model = M.build_model(hparams, vocab)
+    catalogue = trainer_eval.catalogue_embeddings(model.candidate_tower, vocab)
+    pairs = histories.PairAccumulator()   # user 1 rated rows 0, 2, 3; user 2 row 5
+    pairs.add(np.array([1, 1, 1, 2]), np.array([0, 2, 3, 5]))
+    seen = pairs.result()
+    loaded = tf.saved_model.load(export.save(export.export_module(
+        model, hparams, vocab, SliceSpec(), catalogue, seen), str(tmp_path / "m")))
+    users, labels = np.array([1, 1, 2, 3]), np.array([2, 4, 1, 0])  # user 1's label 2: seen
+    serialized = tf.constant([inputs.serialize_example(
+        {contract.USER_ID: [int(u)], contract.MOVIE_ID: [int(vocab.movie_ids[r])]})
+        for u, r in zip(users, labels)])
+    out = loaded.signatures["eval_scores"](examples=serialized)
+    scores, masked = out["scores"].numpy(), out["scores_excluding_rated"].numpy()
+    lowest = np.finfo(np.float32).min
+    expected = scores.copy()
+    expected[0, [0, 3]] = expected[1, [0, 2, 3]] = expected[2, 5] = lowest
+    np.testing.assert_array_equal(masked, expected)
+    # The same ranks as the Trainer's streamed figures with the same history.
+    queries = model.query_tower({contract.USER_ID: tf.constant(users)}).numpy()
+    ranks = trainer_eval.label_ranks(queries, catalogue, labels, seen.pairs_of(users))
+    metric = SparseNdcgAtK(k=3)
+    metric.update_state(tf.constant(labels), tf.constant(masked))
+    assert float(metric.result()) == pytest.approx(
+        trainer_eval.rank_metrics(ranks, (3,))["ndcg_3"], abs=1e-6)
 
 
 # ---------------------------------------------------------------------------------------

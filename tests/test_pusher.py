@@ -15,7 +15,7 @@ import remote_fs
 from tfx.dsl.io import fileio
 
 from components.pusher import ann, executor, publishing, serving
-from conftest import serving_tree
+from conftest import SERVED_MIN_TOP_K, serving_tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,7 +99,7 @@ def test_degraded_model_is_neither_blessed_nor_pushed_and_the_pushed_version_sta
     with open(os.path.join(runs.output("RetrievalTrainer", "model_run", True),
                            "metrics.json")) as handle:
         degraded = json.load(handle)
-    assert degraded["top_100"] < 0.4          # untrained: about 100 / 400
+    assert degraded["top_100"] < SERVED_MIN_TOP_K   # untrained: about 100 / 400
     blessing = runs.output("RetrievalEvaluator", "blessing", degraded=True)
     assert os.path.exists(os.path.join(blessing, "NOT_BLESSED"))
     push = _push_result(runs, "Retrieval", degraded=True)
@@ -427,3 +427,50 @@ def test_calibrated_scann_reaches_the_recall_target_on_clustered_data():
     rows, _ = ann.search(searcher, queries, 100, params)
     assert reached >= 0.95
     assert ann.recall(rows, ann.exact_top_k(embeddings, queries, 100)) >= 0.95
+
+
+def test_a_model_reading_a_time_is_served_without_one_and_at_a_given_time(tmp_path):
+    """serving_default(user_id, k) asks such a model at each user's latest known rating
+    (rated.npz); recommend_at_time takes a query time."""
+    import tensorflow as tf
+
+    from components import contract
+    from components.evaluator.slices import SliceSpec
+    from components.trainer import evaluation, export, inputs, models
+    from components.trainer import hparams as hp
+    from components.trainer import vocabulary as vocab_lib
+
+    movies = np.arange(10, 16, dtype=np.int64)
+    vocab = vocab_lib.Vocabulary(
+        movie_ids=movies, movie_counts=np.arange(6, 0, -1, dtype=np.int64),
+        movie_titles=tuple(f"Movie {i} (1990)" for i in range(6)),
+        movie_years=np.full(6, 1990, np.int64), movie_genres=(("Drama",),) * 6,
+        user_ids=np.array([1, 2], np.int64), user_counts=np.ones(2, np.int64),
+        genres=("UNK", "Drama"), years=(0, 1990))
+    hparams = hp.HParams(model=hp.RETRIEVAL, embedding_dim=4, use_timestamps=True,
+                         timestamp_buckets=10)
+    stats = inputs.TimestampStats(9e8, 1e7, tuple(np.linspace(8.8e8, 9.2e8, 9)), (1, 2),
+                                  (8.8e8, 8.9e8))
+    model = models.build_model(hparams, vocab, stats)
+    export_dir = export.save(export.export_module(model, hparams, vocab, SliceSpec()),
+                             str(tmp_path / "export"))
+    last = np.array([890_000_000, 915_000_000], np.int64)
+    np.savez(tmp_path / "rated.npz", user_ids=np.array([1, 2]), row_splits=np.array([0, 1, 2]),
+             movie_ids=np.array([10, 11]), last_timestamps=last)
+    server = serving.RetrievalServer(
+        tf.saved_model.load(export_dir), movies,
+        evaluation.catalogue_embeddings(model.candidate_tower, vocab), [""] * 6, max_k=6,
+        rated=serving.RatedMovies(str(tmp_path / "rated.npz")))
+    serving.save_server(server, str(tmp_path / "served"))
+    served = tf.saved_model.load(str(tmp_path / "served"))
+    _, spec = served.signatures[contract.RECOMMEND_SIGNATURE].structured_input_signature
+    assert set(spec) == {contract.USER_ID, contract.K_INPUT}
+    users, k = tf.constant([1, 2], tf.int64), tf.constant(6)
+    default = served.signatures[contract.RECOMMEND_SIGNATURE](user_id=users, k=k)
+    at_time = served.signatures[contract.QUERY_TIME_SIGNATURE]
+    none = tf.zeros([2, 1], tf.int64)   # exclude_movie_ids, 0-padded: nothing
+    known = at_time(user_id=users, timestamp=tf.constant(last), k=k, exclude_movie_ids=none)
+    np.testing.assert_allclose(default["scores"].numpy(), known["scores"].numpy(), atol=1e-6)
+    other = at_time(user_id=users, timestamp=tf.constant([0, 0], tf.int64), k=k,
+                    exclude_movie_ids=none)
+    assert not np.allclose(np.sort(other["scores"].numpy()), np.sort(known["scores"].numpy()))

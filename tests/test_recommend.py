@@ -110,3 +110,8 @@ def test_ids_beyond_int64_are_refused_before_looking_for_a_model(tmp_path, capsy
         assert code == 2
         assert capsys.readouterr().err.strip() == (
             f"error: {option} {2 ** 63} is beyond a 64-bit integer")
+
+
+def test_a_query_time_for_a_model_that_reads_none_is_refused(served_pipeline, capsys):
+    code, _, err = _recommend(served_pipeline, capsys, "--user", "1", "--timestamp", "5")
+    assert code == 2 and "reads no query time" in err

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from components import contract
+from conftest import SERVED_MIN_TOP_K
 from components.example_gen import distributions
 from components.trainer.progress import epoch_history
 from pipeline import report_charts, report_html, run_report
@@ -89,7 +90,7 @@ def test_report_of_two_runs_from_the_metadata_store(retrained):
     assert all(model.blessed for model in first.models.values())  # gates they all clear
     assert all(model.pushed_version for model in first.models.values())
     assert f"pushed v{first.models['retrieval'].pushed_version}" in words
-    assert "top_100_accuracy >= 0.4" in words  # the thresholds applied
+    assert f"top_100_accuracy >= {SERVED_MIN_TOP_K:g}" in words  # the thresholds applied
     assert "top_100_accuracy >= baseline -0.01" in words
     assert current.models["retrieval"].baseline_id == first.models["retrieval"].model_id
 

@@ -24,7 +24,14 @@ from components.evaluator.gates import EvaluationConfig
 
 RMSE_CLASS = "RootMeanSquaredError"
 TOP_K_CLASS = "SparseTopKCategoricalAccuracy"
+NDCG_CLASS = "SparseNdcgAtK"  # components/evaluator/metrics.py
+NDCG_MODULE = "components.evaluator.metrics"
+NDCG_K = 10
 EVAL_SPLIT = contract.EVAL
+
+
+def ndcg_metric_name(k: int = NDCG_K) -> str:
+    return f"ndcg_{k}"
 
 
 def top_k_metric_name(k: int) -> str:
@@ -63,30 +70,40 @@ def eval_config(model_kind: str, evaluation: EvaluationConfig) -> tfma.EvalConfi
             prediction_key=contract.RATING_OUTPUT, label_key=contract.USER_RATING,
             model_type=tfma.TF_GENERIC,
             preprocessing_function_names=[contract.TRANSFORM_SIGNATURE])
-        metric = tfma.MetricConfig(
+        metrics = [tfma.MetricConfig(
             class_name=RMSE_CLASS, config='{"name": "rmse"}',
             per_slice_thresholds=_overall(tfma.MetricThreshold(
                 value_threshold=tfma.GenericValueThreshold(
                     upper_bound={"value": evaluation.max_rmse}),
                 change_threshold=tfma.GenericChangeThreshold(
                     direction=tfma.MetricDirection.LOWER_IS_BETTER,
-                    absolute={"value": evaluation.rmse_tolerance}))))
+                    absolute={"value": evaluation.rmse_tolerance}))))]
     else:
         model_spec = tfma.ModelSpec(
-            signature_name=contract.EVAL_SIGNATURE, prediction_key=contract.SCORES,
+            signature_name=contract.EVAL_SIGNATURE,
+            prediction_key=(contract.SCORES_EXCLUDING_RATED if evaluation.exclude_rated
+                            else contract.SCORES),
             label_key=contract.LABEL_INDEX, model_type=tfma.TF_GENERIC,
             preprocessing_function_names=[contract.TRANSFORM_SIGNATURE])
         name = top_k_metric_name(evaluation.top_k)
-        metric = tfma.MetricConfig(
+        metrics = [tfma.MetricConfig(
             class_name=TOP_K_CLASS, config=f'{{"k": {evaluation.top_k}, "name": "{name}"}}',
             per_slice_thresholds=_overall(tfma.MetricThreshold(
                 value_threshold=tfma.GenericValueThreshold(
                     lower_bound={"value": evaluation.min_top_k_accuracy}),
                 change_threshold=tfma.GenericChangeThreshold(
                     direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                    absolute={"value": -evaluation.top_k_tolerance}))))
+                    absolute={"value": -evaluation.top_k_tolerance}))))]
+        # Reported beside the gate: NDCG@10 and (when the gate's k is another) top-10.
+        metrics.append(tfma.MetricConfig(
+            class_name=NDCG_CLASS, module=NDCG_MODULE,
+            config=f'{{"k": {NDCG_K}, "name": "{ndcg_metric_name()}"}}'))
+        if evaluation.top_k != NDCG_K:
+            metrics.append(tfma.MetricConfig(
+                class_name=TOP_K_CLASS,
+                config=f'{{"k": {NDCG_K}, "name": "{top_k_metric_name(NDCG_K)}"}}'))
     return tfma.EvalConfig(
         model_specs=[model_spec],
         slicing_specs=slicing_specs(),
         metrics_specs=[tfma.MetricsSpec(metrics=[
-            tfma.MetricConfig(class_name="ExampleCount"), metric])])
+            tfma.MetricConfig(class_name="ExampleCount"), *metrics])])

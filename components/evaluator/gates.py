@@ -27,9 +27,19 @@ class EvaluationConfig:
     ``rmse_tolerance``. The baseline is the latest blessed model of the same Trainer
     (none on the first run: then only the absolute thresholds apply). The gates apply to
     the whole eval split; ``slices`` only break the figures down.
+
+    With ``exclude_rated`` the top-k accuracy (and the NDCG@10 reported beside it) is
+    computed with each user's training movies excluded, as serving recommends: at k=10
+    that is HR@10, at k=100 Recall@100 (the honest protocols' figures, with
+    ``--split-strategy temporal`` or ``leave_last_out``); without it, over all movies
+    (the tutorials' top-K accuracy). Which split the gate runs on is the example
+    generator's ``split_strategy``.
     """
 
     top_k: int = _setting(100, "the k of the gated top-k accuracy")
+    exclude_rated: bool = _setting(
+        False, "gate (and report NDCG@10) with each user's training movies excluded "
+        "(HR@k / Recall@k as served) instead of over all movies")
     min_top_k_accuracy: float = _setting(
         0.1, "bless retrieval-like models only at top-k accuracy >= this")
     top_k_tolerance: float = _setting(

@@ -22,7 +22,11 @@ CONFIG = "config"  # an ExampleGenConfig as JSON
 SPLIT_RANDOM = "random"
 SPLIT_TEMPORAL = "temporal"
 SPLIT_LEAVE_LAST_OUT = "leave_last_out"
-SPLIT_STRATEGIES = (SPLIT_RANDOM, SPLIT_TEMPORAL, SPLIT_LEAVE_LAST_OUT)
+# The leakage-free protocols of each kind at once: rating examples by the global time
+# cutoff (temporal), sequence examples leave-last-out.
+SPLIT_HONEST = "honest"
+SPLIT_STRATEGIES = (SPLIT_RANDOM, SPLIT_TEMPORAL, SPLIT_LEAVE_LAST_OUT, SPLIT_HONEST)
+_HONEST_BY_KIND = {contract.RATING: SPLIT_TEMPORAL, contract.SEQUENCE: SPLIT_LEAVE_LAST_OUT}
 
 
 def _setting(default, help_text: str, **metadata):
@@ -43,8 +47,9 @@ class ExampleGenConfig:
         10, "genres per sequence example (the padded length)")
     split_strategy: str = _setting(
         SPLIT_RANDOM, "how examples are split into train/eval: random (a seeded hash of "
-        "user and position), temporal (a global time cutoff) or leave_last_out (each "
-        "user's last label / rating to eval)", choices=SPLIT_STRATEGIES)
+        "user and position), temporal (a global time cutoff), leave_last_out (each "
+        "user's last label / rating to eval) or honest (ratings temporal, sequences "
+        "leave_last_out)", choices=SPLIT_STRATEGIES)
     train_fraction: float = _setting(0.9, "train share of sequence examples")
     rating_train_fraction: float = _setting(0.8, "train share of rating examples")
     seed: int = _setting(42, "seed of the splits")
@@ -77,6 +82,14 @@ class ExampleGenConfig:
     @classmethod
     def from_json(cls, text: str) -> "ExampleGenConfig":
         return cls.from_dict(json.loads(text))
+
+    def split_strategy_of(self, kind: str) -> str:
+        """The split of one kind of examples (``contract.RATING`` / ``SEQUENCE``):
+        ``split_strategy``, or under ``honest`` temporal for ratings and leave_last_out
+        for sequences."""
+        if self.split_strategy == SPLIT_HONEST:
+            return _HONEST_BY_KIND[kind]
+        return self.split_strategy
 
     def sequence_shape(self) -> dict:
         """The padded lengths the sequence examples have (written beside the vocabulary

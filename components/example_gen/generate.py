@@ -90,7 +90,8 @@ def build_pipeline(
         parse.DROPPED, parse.STATS, main="events")
 
     cutoffs = None
-    if config.split_strategy == transforms.SPLIT_TEMPORAL:
+    if transforms.SPLIT_TEMPORAL in (config.split_strategy_of(transforms.SEQUENCE),
+                                     config.split_strategy_of(transforms.RATING)):
         # 1,001 boundaries: the cutoff lands within 0.1% of the requested fraction.
         # Module-level functions only: a lambda here would make every Beam worker import
         # this module, and with it TFX and TensorFlow.

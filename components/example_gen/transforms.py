@@ -304,7 +304,7 @@ class UserExamplesFn(beam.DoFn):
         if with_user_features and user is None:
             stats["users_without_profile"] = 1
         split = self._params
-        eval_mask = is_eval(split.split_strategy, split.seed, split.rating_train_fraction, RATING,
+        eval_mask = is_eval(split.split_strategy_of(RATING), split.seed, split.rating_train_fraction, RATING,
                             user_id, events.movie, events.timestamp, cutoffs.get(RATING))
         yield from self._emit(
             RATING, rating_columns(user_id, events, self._catalogue, user, with_user_features),
@@ -318,7 +318,7 @@ class UserExamplesFn(beam.DoFn):
             else:
                 labels = np.arange(1, len(timeline))
                 eval_mask = is_eval(
-                    split.split_strategy, split.seed, split.train_fraction, SEQUENCE,
+                    split.split_strategy_of(SEQUENCE), split.seed, split.train_fraction, SEQUENCE,
                     user_id, labels, timeline.timestamp[1:], cutoffs.get(SEQUENCE))
                 yield from self._emit(
                     SEQUENCE,

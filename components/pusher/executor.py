@@ -120,7 +120,7 @@ def _retrieval_builders(model_dir: str, bases: Dict[str, str], info: Dict, max_k
     titles_by_id = serving.load_titles(os.path.join(extra, contract.MOVIES_FILE))
     titles = [titles_by_id.get(int(movie_id), "") for movie_id in movie_ids]
     query_model = tf.saved_model.load(model_dir)
-    inputs = sorted(serving.query_input_spec(query_model))
+    inputs = sorted(serving.served_input_spec(query_model))
     if contract.CONTEXT_MOVIE_ID in inputs:  # how much of a history the model reads
         info = {**info, contract.MAX_CONTEXT_LENGTH: serving.context_length(model_dir)}
 
@@ -139,11 +139,12 @@ def _retrieval_builders(model_dir: str, bases: Dict[str, str], info: Dict, max_k
     def build(variant, searcher_or_none):
         def write(directory):
             server = serving.RetrievalServer(query_model, movie_ids, embeddings, titles,
-                                             max_k, searcher_or_none, params)
+                                             max_k, searcher_or_none, params,
+                                             serving.RatedMovies.of_model(model_dir))
             serving.save_server(server, directory)
             serving.copy_assets(model_dir, directory, {
                 **info, "variant": variant, "inputs": inputs,
-                "signatures": [contract.RECOMMEND_SIGNATURE, contract.EXCLUDING_SIGNATURE],
+                "signatures": sorted(server.signatures()),
                 **({"index": index} if searcher_or_none is not None else {})})
         return write
 

@@ -14,11 +14,18 @@ Signatures of the retrieval-like variants (``B`` queries)::
 
   serving_default      the query tower's raw inputs -- ``user_id`` int64 [B] (retrieval)
                        or ``context_movie_id`` int64 [B, L] (sequential, oldest first,
-                       0-padded) -- and ``k`` int32 scalar
+                       0-padded) -- and ``k`` int32 scalar: nothing a client cannot know
   recommend_excluding  the same plus ``exclude_movie_ids`` int64 [B, E] (0-padded)
-  both return          scores float32 [B, k], movie_ids int64 [B, k], titles string [B, k]
+  recommend_at_time    only for a model whose query tower reads a time: the same as
+                       recommend_excluding plus ``timestamp`` int64 [B], the query time
+  all return           scores float32 [B, k], movie_ids int64 [B, k], titles string [B, k]
                        best first; k is clipped to [1, min(max_k, movies)]. When fewer
                        than k movies are left after exclusion the tail has score -inf.
+
+A model that reads a time (``HParams.use_timestamps``; no preset does) is asked, by
+``serving_default`` and ``recommend_excluding``, at each user's latest rating in the
+data it was trained on (``rated.npz``; an unknown user: the latest of anyone), the one
+query time the server knows; ``recommend_at_time`` takes another.
 
 ``assets.extra/`` (ignored by TF Serving) carries ``serving.json`` (what this is: model,
 variant, version, inputs, index parameters, source model), ``movies.tsv``, ``users.tsv``,
@@ -65,6 +72,13 @@ def query_input_spec(query_model) -> Dict[str, tf.TensorSpec]:
     return {name: tf.TensorSpec(spec.shape, spec.dtype, name) for name, spec in specs.items()}
 
 
+def served_input_spec(query_model) -> Dict[str, tf.TensorSpec]:
+    """The query inputs of the served ``serving_default``: the Trainer export's, without
+    a query time (the server fills it in: see the module docstring)."""
+    return {name: spec for name, spec in query_input_spec(query_model).items()
+            if name != contract.TIMESTAMP}
+
+
 class RetrievalServer(tf.Module):
     """Query tower + top-k over the catalogue (exact, or ScaNN with ``searcher``).
 
@@ -80,7 +94,8 @@ class RetrievalServer(tf.Module):
 
     def __init__(self, query_model, movie_ids: np.ndarray, embeddings: np.ndarray,
                  titles: Sequence[str], max_k: int = 100, searcher=None,
-                 params: Optional[ann.ScannParams] = None):
+                 params: Optional[ann.ScannParams] = None,
+                 rated: Optional["RatedMovies"] = None):
         super().__init__()
         self.query_model = query_model
         self._query_fn = query_model.signatures[contract.SERVING_SIGNATURE]
@@ -99,24 +114,49 @@ class RetrievalServer(tf.Module):
             self.scann = None
         else:
             self.scann = searcher.serialize_to_module()
-        spec = query_input_spec(query_model)
+        full_spec = query_input_spec(query_model)
+        spec = served_input_spec(query_model)
         k_spec = tf.TensorSpec([], tf.int32, contract.K_INPUT)
         exclude_spec = tf.TensorSpec([None, None], tf.int64, contract.EXCLUDE_INPUT)
+        self.query_times = None
+        if contract.TIMESTAMP in full_spec:
+            users = rated.user_ids if rated is not None else np.zeros(0, np.int64)
+            times = rated.last_timestamps if rated is not None else np.zeros(0, np.int64)
+            self.query_times = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+                tf.constant(np.asarray(users, np.int64)), tf.constant(np.asarray(times, np.int64))),
+                int(times.max()) if len(times) else 0)
 
         @tf.function(input_signature=[{**spec, contract.K_INPUT: k_spec}])
         def recommend(inputs):
             inputs = dict(inputs)
             k = inputs.pop(contract.K_INPUT)
-            return self._recommend(inputs, k, None)
+            return self._recommend(self._with_query_time(inputs), k, None)
 
         @tf.function(input_signature=[{**spec, contract.K_INPUT: k_spec, contract.EXCLUDE_INPUT: exclude_spec}])
         def recommend_excluding(inputs):
             inputs = dict(inputs)
             k, exclude = inputs.pop(contract.K_INPUT), inputs.pop(contract.EXCLUDE_INPUT)
-            return self._recommend(inputs, k, exclude)
+            return self._recommend(self._with_query_time(inputs), k, exclude)
 
         self.recommend = recommend
         self.recommend_excluding = recommend_excluding
+        self.recommend_at_time = None
+        if self.query_times is not None:
+            @tf.function(input_signature=[{**full_spec, contract.K_INPUT: k_spec,
+                                           contract.EXCLUDE_INPUT: exclude_spec}])
+            def recommend_at_time(inputs):
+                inputs = dict(inputs)
+                k, exclude = inputs.pop(contract.K_INPUT), inputs.pop(contract.EXCLUDE_INPUT)
+                return self._recommend(inputs, k, exclude)
+
+            self.recommend_at_time = recommend_at_time
+
+    def _with_query_time(self, inputs):
+        """The query tower's inputs: a model that reads a time gets each user's latest
+        known one (see the module docstring)."""
+        if self.query_times is None:
+            return inputs
+        return {**inputs, contract.TIMESTAMP: self.query_times.lookup(inputs[contract.USER_ID])}
 
     def retrieve(self, inputs, k, exclude=None):
         """What both signatures return, for query tensors ``inputs`` (the query tower's
@@ -173,8 +213,13 @@ class RetrievalServer(tf.Module):
         return values, tf.maximum(tf.gather(rows, best, batch_dims=1), 0)
 
     def signatures(self):
-        return {contract.RECOMMEND_SIGNATURE: self.recommend.get_concrete_function(),
-                contract.EXCLUDING_SIGNATURE: self.recommend_excluding.get_concrete_function()}
+        signatures = {
+            contract.RECOMMEND_SIGNATURE: self.recommend.get_concrete_function(),
+            contract.EXCLUDING_SIGNATURE: self.recommend_excluding.get_concrete_function()}
+        if self.recommend_at_time is not None:
+            signatures[contract.QUERY_TIME_SIGNATURE] = \
+                self.recommend_at_time.get_concrete_function()
+        return signatures
 
 
 def save_server(server: RetrievalServer, export_dir: str) -> None:

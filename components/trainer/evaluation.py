@@ -1,7 +1,7 @@
 """The Trainer's own evaluation: exact top-K over the whole catalogue, and RMSE.
 
-:func:`evaluate_retrieval` gives top-K accuracy over all movies (the tutorials'
-protocol) and, with the users' training histories (:func:`user_history`), excluding the
+:func:`evaluate_retrieval` gives top-K accuracy and NDCG@k (one relevant movie per
+query) over all movies (the tutorials' protocol) and, with the users' training histories (:func:`user_history`), excluding the
 movies each user rated (as serving does); :func:`evaluate_ranking` gives RMSE in stars.
 The Evaluator's top-K is the same figure on the same split (components/trainer/export.py).
 Memory does not grow with the eval split or with ``[examples x catalogue]``: queries are
@@ -58,20 +58,31 @@ def label_ranks(query_embeddings: np.ndarray, catalogue: np.ndarray,
     """
     label_rows = np.asarray(label_rows, np.int64)
     queries = np.asarray(query_embeddings[:len(label_rows)], np.float32)
-    index = np.arange(len(label_rows))
     label_scores = np.einsum("bd,bd->b", queries, catalogue[np.maximum(label_rows, 0)])
     ranks = np.zeros(len(label_rows), np.int64)
     for start in range(0, catalogue.shape[0], chunk_size):
         stop = min(start + chunk_size, catalogue.shape[0])
-        scores = queries @ catalogue[start:stop].T                             # [b, C]
-        if excluded is not None:
-            positions, rows = excluded
-            inside = (rows >= start) & (rows < stop)
-            scores[positions[inside], rows[inside] - start] = -np.inf
-        inside = (label_rows >= start) & (label_rows < stop)
-        scores[index[inside], label_rows[inside] - start] = -np.inf  # the label itself
-        ranks += (scores >= label_scores[:, None]).sum(axis=1)
+        ranks += count_above(queries @ catalogue[start:stop].T, label_scores, label_rows,
+                             excluded, start)
     return np.where(label_rows >= 0, ranks, np.iinfo(np.int64).max)
+
+
+def count_above(scores: np.ndarray, label_scores: np.ndarray, label_rows: np.ndarray,
+                excluded: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                start: int = 0) -> np.ndarray:
+    """int64 ``[b]``: per query, the candidates of ``scores`` ``[b, C]`` (catalogue rows
+    ``start .. start + C``) scoring at least ``label_scores`` ``[b]``, leaving out the
+    label's own row and the ``excluded`` ``(positions [E], rows [E])``. Modifies
+    ``scores``. With ``start=0`` and the whole catalogue's scores (a baseline's score
+    matrix), the label ranks of :func:`label_ranks` (before unknown labels are misses)."""
+    stop = start + scores.shape[1]
+    if excluded is not None:
+        positions, rows = excluded
+        inside = (rows >= start) & (rows < stop)
+        scores[positions[inside], rows[inside] - start] = -np.inf
+    inside = (label_rows >= start) & (label_rows < stop)
+    scores[np.arange(len(label_rows))[inside], label_rows[inside] - start] = -np.inf
+    return (scores >= np.asarray(label_scores)[:, None]).sum(axis=1)
 
 
 def top_k_accuracy(query_embeddings: np.ndarray, catalogue: np.ndarray,
@@ -99,25 +110,43 @@ def top_k_accuracy(query_embeddings: np.ndarray, catalogue: np.ndarray,
         excluded = (np.repeat(np.arange(len(lists)), [len(rows) for rows in lists]),
                     np.concatenate(lists) if lists else np.zeros(0, np.int64))
     ranks = label_ranks(query_embeddings, catalogue, label_rows, excluded)
-    return _TopKCounts(ks).add(ranks).result()
+    return rank_metrics(ranks, ks)
 
 
 class _TopKCounts:
-    """Hits within each ``k``, accumulated batch by batch from label ranks."""
+    """Hits and NDCG within each ``k``, accumulated batch by batch from label ranks.
+
+    One relevant movie per query (the label): ``top_{k}`` is the share of queries whose
+    label ranks within the first ``k`` (HR@k; seen excluded and averaged over held-out
+    ratings, Recall@k), ``ndcg_{k}`` the mean of ``1 / log2(2 + rank)`` over those
+    queries (0 beyond ``k``; rank 0 is the first place)."""
 
     def __init__(self, ks: Sequence[int]):
         self.ks, self.hits, self.queries = tuple(ks), np.zeros(len(ks), np.int64), 0
+        self.gains = np.zeros(len(ks), np.float64)
 
     def add(self, ranks: np.ndarray) -> "_TopKCounts":
+        ranks = np.asarray(ranks, np.int64)
+        gain = 1.0 / np.log2(2.0 + np.minimum(ranks, 1 << 40).astype(np.float64))
         self.hits += np.asarray([(ranks < k).sum() for k in self.ks], np.int64)
+        self.gains += np.asarray([gain[ranks < k].sum() for k in self.ks], np.float64)
         self.queries += len(ranks)
         return self
 
     def result(self) -> Dict[str, float]:
         result = {f"top_{k}": float(hits / self.queries) if self.queries else 0.0
                   for k, hits in zip(self.ks, self.hits)}
+        result.update({f"ndcg_{k}": float(gains / self.queries) if self.queries else 0.0
+                       for k, gains in zip(self.ks, self.gains)})
         result["queries"] = self.queries
         return result
+
+
+def rank_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10, 50, 100)
+                 ) -> Dict[str, float]:
+    """``top_{k}`` (hit rate) and ``ndcg_{k}`` of label ranks ``[Q]`` (see
+    :class:`_TopKCounts`), and ``queries``."""
+    return _TopKCounts(ks).add(ranks).result()
 
 
 def movie_rows(vocabulary: Vocabulary, movie_ids: np.ndarray) -> np.ndarray:

@@ -13,7 +13,10 @@ Signatures of ``<model>/Format-Serving/`` (all take or return batches ``[B]``):
                        TFMA's preprocessing function: the label and the slice features.
   eval_scores          serialized tf.Examples -> {"scores": [B, M]}: the query's score
                        for every movie, column i = vocabulary row i (retrieval,
-                       multitask, sequential only).
+                       multitask, sequential only); and, when the export knows the
+                       users' training movies, {"scores_excluding_rated": [B, M]}: the
+                       same with each user's training movies (never the label) scored
+                       float32's lowest value (HR@k / Recall@k / NDCG@k as served).
 
 So the Evaluator's top-K accuracy (``SparseTopKCategoricalAccuracy`` of ``scores``
 against ``label_index``) ranges over exactly the Trainer's candidate set -- the whole
@@ -96,9 +99,12 @@ class QueryModule(tf.Module):
 
 def export_module(model, hparams: HParams, vocabulary: Vocabulary,
                   slices: slices_lib.SliceSpec,
-                  catalogue: Optional[np.ndarray] = None) -> tf.Module:
+                  catalogue: Optional[np.ndarray] = None,
+                  seen: Optional[histories.UserHistory] = None) -> tf.Module:
     """:class:`QueryModule` plus ``transform_features`` and (``catalogue`` [M, D]
-    given) ``eval_scores``; see the module docstring."""
+    given) ``eval_scores``, with ``scores_excluding_rated`` when ``seen`` (each user's
+    training movies as vocabulary rows, ``evaluation.user_history``) is given; see the
+    module docstring."""
     module = QueryModule(model, hparams, vocabulary)
     module.user_activity = _string_table(
         vocabulary.user_ids, slices_lib.user_activity_buckets(
@@ -131,14 +137,52 @@ def export_module(model, hparams: HParams, vocabulary: Vocabulary,
         spec = inputs.feature_spec(hparams, vocabulary)
         query_spec = {name: spec[name] for name in query_input_signature(hparams)}
 
+        if seen is not None:
+            _add_seen(module, seen)
+            query_spec = {**query_spec, **transform_spec}
+
         @tf.function(input_signature=[
             tf.TensorSpec([None], tf.string, contract.EXAMPLES_INPUT)])
         def eval_scores(serialized):
-            query = module.model.query_tower(tf.io.parse_example(serialized, query_spec))
-            return {contract.SCORES: tf.matmul(query, module.catalogue, transpose_b=True)}
+            features = tf.io.parse_example(serialized, query_spec)
+            query = module.model.query_tower(features)
+            scores = tf.matmul(query, module.catalogue, transpose_b=True)
+            if seen is None:
+                return {contract.SCORES: scores}
+            return {contract.SCORES: scores, contract.SCORES_EXCLUDING_RATED: _mask_seen(
+                module, scores, features[contract.USER_ID],
+                module.movie_rows.lookup(features[key]))}
 
         module.eval_scores = eval_scores
     return module
+
+
+def _add_seen(module: tf.Module, seen: histories.UserHistory) -> None:
+    """The users' training movies, kept in the module: user id -> position, and rows
+    ``seen_values[seen_splits[p]:seen_splits[p + 1]]``."""
+    module.seen_users = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        tf.constant(np.asarray(seen.user_ids, np.int64)),
+        tf.range(len(seen.user_ids), dtype=tf.int64)), -1)
+    module.seen_splits = tf.Variable(np.asarray(seen.row_splits, np.int64), trainable=False,
+                                     name="seen_splits")
+    module.seen_values = tf.Variable(np.asarray(seen.values, np.int64), trainable=False,
+                                     name="seen_values")
+
+
+def _mask_seen(module: tf.Module, scores, users, label_rows):
+    """``scores`` ``[B, M]`` with each user's training movies but the label at float32's
+    lowest value."""
+    position = module.seen_users.lookup(tf.reshape(users, [-1]))
+    starts = tf.gather(module.seen_splits, tf.maximum(position, 0))
+    ends = tf.gather(module.seen_splits, tf.maximum(position, 0) + 1)
+    lengths = tf.where(position >= 0, ends - starts, tf.zeros_like(starts))
+    index = tf.ragged.range(starts, starts + lengths)                       # [B, None]
+    rows = tf.gather(module.seen_values, index.flat_values)                 # [E]
+    batch = index.value_rowids()                                             # [E]
+    keep = tf.not_equal(rows, tf.gather(tf.reshape(label_rows, [-1]), batch))
+    where = tf.stack([tf.boolean_mask(batch, keep), tf.boolean_mask(rows, keep)], axis=1)
+    return tf.tensor_scatter_nd_update(
+        scores, where, tf.fill([tf.shape(where)[0]], scores.dtype.min))
 
 
 def save(module: tf.Module, export_dir: str) -> str:

@@ -20,9 +20,10 @@ What lands where (file names from components/contract.py):
 
 Files go through ``tf.io.gfile``: on Kubeflow / Vertex AI the artifacts are on ``gs://``.
 
-Metrics: models that retrieve report top-K accuracy over all movies (the tutorials'
-protocol) and ``*_excluding_rated`` (the user's training movies masked, as serving does);
-models that rate report RMSE in stars.
+Metrics: models that retrieve report top-K accuracy (``top_{k}``) and NDCG@k
+(``ndcg_{k}``) over all movies (the tutorials' protocol) and ``*_excluding_rated`` (the
+user's training movies masked, as serving does: HR@10 is ``top_10_excluding_rated``,
+Recall@100 ``top_100_excluding_rated``); models that rate report RMSE in stars.
 """
 
 from __future__ import annotations
@@ -80,14 +81,22 @@ def evaluate(model, hparams: HParams, vocabulary: Vocabulary,
 
 def export(model, hparams: HParams, vocabulary: Vocabulary, vocabulary_dir: str,
            serving_dir: str, metrics: Dict[str, Any],
-           slices: Optional[SliceSpec] = None, history_files=None) -> None:
-    """The SavedModel (components/trainer/export.py: serving and Evaluator signatures)
-    plus the candidate embeddings the Pusher indexes and, with ``history_files``, each
-    user's rated movies (``rated.npz``) that serving leaves out."""
-    catalogue = (evaluation.catalogue_embeddings(model.candidate_tower, vocabulary)
-                 if hparams.kind.retrieves else None)
+           slices: Optional[SliceSpec] = None, history_files=None,
+           train_files=None) -> None:
+    """The SavedModel (components/trainer/export.py: serving and Evaluator signatures;
+    with ``train_files``, ``eval_scores`` also scores with each user's training movies
+    excluded) plus the candidate embeddings the Pusher indexes and, with
+    ``history_files``, each user's rated movies (``rated.npz``) that serving leaves
+    out."""
+    catalogue = seen = None
+    if hparams.kind.retrieves:
+        catalogue = evaluation.catalogue_embeddings(model.candidate_tower, vocabulary)
+        if train_files:  # the users' training movies (the Evaluator's excluded scores)
+            seen = evaluation.user_history(
+                inputs.input_dataset(hparams, vocabulary, train_files, training=False),
+                vocabulary, hparams.kind.history_keys)
     export_lib.save(export_lib.export_module(
-        model, hparams, vocabulary, slices or SliceSpec(), catalogue), serving_dir)
+        model, hparams, vocabulary, slices or SliceSpec(), catalogue, seen), serving_dir)
     extra = os.path.join(serving_dir, contract.EXTRA_ASSETS)
     tf.io.gfile.makedirs(extra)
     if catalogue is not None:
@@ -136,4 +145,5 @@ def run_fn(fn_args) -> None:
     _write_metrics(fn_args.model_run_dir, metrics)
     export(model, hparams, vocabulary, vocabulary_dir, fn_args.serving_model_dir, metrics,
            slices=SliceSpec.from_dict(config.get(SLICES_CONFIG)),
-           history_files=[fn_args.train_files, fn_args.eval_files])
+           history_files=[fn_args.train_files, fn_args.eval_files],
+           train_files=fn_args.train_files)

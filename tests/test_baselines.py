@@ -1,0 +1,93 @@
+"""The quality benchmark's baselines and honest-protocol helpers, on tiny data."""
+
+import numpy as np
+import pytest
+
+from benchmarks import baselines, protocols
+from components.trainer import evaluation as trainer_eval
+from components.trainer import histories
+
+
+def _random_interactions(users=30, movies=12, density=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.random((users, movies)) < density).astype(np.float32)
+
+
+@pytest.mark.parametrize("users, movies", [(30, 12), (8, 20)])  # primal, then the dual
+def test_ease_matches_the_closed_form(users, movies):
+    x = _random_interactions(users, movies)
+    l2 = 3.0
+    p = np.linalg.inv(x.T.astype(np.float64) @ x + l2 * np.eye(movies))
+    b = np.eye(movies) - p / np.diag(p)[None, :]
+    assert np.allclose(np.diag(b), 0.0)       # an item never recommends itself
+    queries = x[:5]
+    np.testing.assert_allclose(baselines.ease_scores(x, queries, l2), queries @ b, atol=1e-8)
+
+
+def test_ease_falls_back_to_popularity_for_an_empty_history():
+    x = _random_interactions()
+    counts = x.sum(axis=0)
+    scores = baselines.ease_scores(x, np.zeros((1, x.shape[1])), 10.0, counts)
+    assert list(np.argsort(-scores[0], kind="stable")) == \
+        list(np.argsort(-counts, kind="stable"))
+
+
+def test_tune_ease_picks_the_best_figure_of_the_grid():
+    x = _random_interactions()
+    best, figures = baselines.tune_ease(x, x[:4], np.array([0, 1, 2, 3]),
+                                        lambda scores, labels: -abs(scores.sum() - 10.0),
+                                        grid=(1.0, 10.0, 100.0))
+    assert best == max(figures, key=figures.get) and set(figures) == {1.0, 10.0, 100.0}
+
+
+def test_markov_scores_follow_the_last_movie_then_popularity():
+    transitions = baselines.transition_counts(np.array([0, 0, 0, 1, -1]),
+                                              np.array([2, 2, 1, 0, 3]), 4)
+    assert transitions[1, 2] == 2 and transitions[0, 3] == 1   # row 0: unknown last movie
+    counts = np.array([5, 1, 1, 9])
+    scores = baselines.markov_scores(transitions, np.array([0, 2]), counts)
+    assert np.argmax(scores[0]) == 2 and np.argmax(scores[1]) == 3   # 2: never followed
+
+
+def test_biased_mf_fits_a_low_rank_rating_matrix_better_than_the_mean():
+    rng = np.random.default_rng(1)
+    users, movies = np.meshgrid(np.arange(40), np.arange(30), indexing="ij")
+    truth = 3.0 + 0.5 * rng.normal(size=(40, 1)) + rng.normal(size=(40, 2)) @ \
+        rng.normal(size=(2, 30)) * 0.5
+    keep = rng.random(truth.shape) < 0.6
+    train_u, train_m, train_r = users[keep], movies[keep], truth[keep]
+    test_u, test_m, test_r = users[~keep], movies[~keep], truth[~keep]
+    model = baselines.BiasedMF(40, 30, dim=4, l2=1.0, low=-10, high=10).fit(
+        train_u, train_m, train_r)
+    mean = baselines.rmse(np.full(len(test_r), train_r.mean()), test_r)
+    assert baselines.rmse(model.predict(test_u, test_m), test_r) < 0.5 * mean
+    # Unknown users and movies (row -1) get the mean plus the known side's bias.
+    assert np.isfinite(model.predict(np.array([-1]), np.array([-1]))).all()
+
+
+def test_score_metrics_rank_as_the_trainer_does():
+    rng = np.random.default_rng(2)
+    scores = rng.normal(size=(6, 9))
+    examples = protocols.Interactions(users=np.array([1, 1, 2, 3, 3, 4]),
+                                      movies=np.array([0, 4, 8, 2, -1, 5]),
+                                      timestamps=np.zeros(6, np.int64))
+    pairs = histories.PairAccumulator()
+    pairs.add(np.array([1, 1, 3]), np.array([0, 7, 1]))   # user 1's label 0 is kept
+    seen = pairs.result()
+    figures = protocols.score_metrics(lambda part: scores[:len(part)], examples, seen,
+                                      ks=(1, 3), chunk=len(scores))
+    ranks = trainer_eval.label_ranks(scores.astype(np.float32), np.eye(9, dtype=np.float32),
+                                     examples.movies, seen.pairs_of(examples.users))
+    expected = trainer_eval.rank_metrics(ranks, (1, 3))
+    assert figures == pytest.approx(expected)
+
+
+def test_validation_splits_of_the_honest_protocols():
+    examples = protocols.Interactions(users=np.array([2, 1, 1, 2, 1]),
+                                      movies=np.arange(5),
+                                      timestamps=np.array([5, 1, 9, 5, 3]))
+    last = protocols.last_per_user(examples)
+    assert list(last) == [False, False, True, True, False]   # ties: the later in file order
+    fit, validation = protocols.temporal_validation(examples)
+    assert validation.timestamps.min() > fit.timestamps.max()
+    assert protocols.last_context_rows(np.array([[3, 4, -1], [-1, -1, -1]])).tolist() == [4, -1]
