@@ -42,7 +42,7 @@ from absl import logging
 
 from components import contract
 from components.evaluator.slices import SliceSpec
-from components.trainer import distribute, evaluation, inputs
+from components.trainer import distribute, evaluation, histories, inputs
 from components.trainer import export as export_lib
 from components.trainer import progress
 from components.trainer.component import (SLICES_CONFIG, TRAIN_STEPS_CONFIG,
@@ -54,47 +54,57 @@ from components.trainer.vocabulary import Vocabulary, load_vocabulary
 _COPIED_VOCABULARY = (contract.MOVIES_FILE, contract.USERS_FILE, contract.SEQUENCE_SHAPE_FILE)
 
 
+def training_movies(hparams: HParams, vocabulary: Vocabulary,
+                    train_files) -> Optional[histories.UserHistory]:
+    """Each user's training movies (vocabulary rows) for a model that retrieves -- what
+    the ``*_excluding_rated`` figures and the export's excluded scores leave out --,
+    else None. One streamed pass over ``train_files``."""
+    if not hparams.kind.retrieves:
+        return None
+    return evaluation.user_history(
+        inputs.input_dataset(hparams, vocabulary, train_files, training=False),
+        vocabulary, hparams.kind.history_keys)
+
+
 def evaluate(model, hparams: HParams, vocabulary: Vocabulary,
-             train_files, eval_files) -> Dict[str, Any]:
+             train_files, eval_files,
+             seen: Optional[histories.UserHistory] = None) -> Dict[str, Any]:
     """The model's figures on the eval split (see the module docstring); on a seeded
     sample of ``hparams.eval_sample_users`` users when set (recorded in the figures as
-    ``eval_sampled_users`` and ``eval_sample_seed``)."""
+    ``eval_sampled_users`` and ``eval_sample_seed``). ``seen``: the users'
+    :func:`training_movies`, when the caller has them already (else read from
+    ``train_files``)."""
     kind = hparams.kind
     eval_data = inputs.input_dataset(hparams, vocabulary, eval_files, training=False)
-    history_data = inputs.input_dataset(hparams, vocabulary, train_files, training=False)
     metrics: Dict[str, Any] = {}
     if 0 < hparams.eval_sample_users < vocabulary.num_users:
         users = np.random.default_rng(hparams.seed).choice(
             vocabulary.user_ids, hparams.eval_sample_users, replace=False)
-        eval_data, history_data = (
-            evaluation.sample_users(data, users, hparams.eval_batch_size)
-            for data in (eval_data, history_data))
+        eval_data = evaluation.sample_users(eval_data, users, hparams.eval_batch_size)
         metrics.update(eval_sampled_users=len(users), eval_sample_seed=hparams.seed)
     if kind.rates:
         metrics.update(evaluation.evaluate_ranking(model, eval_data))  # call() gives stars
     if kind.retrieves:
-        history = evaluation.user_history(history_data, vocabulary, kind.history_keys)
+        # Only the eval users' entries are looked up: the sample's users, when sampled.
+        if seen is None:
+            seen = training_movies(hparams, vocabulary, train_files)
         metrics.update(evaluation.evaluate_retrieval(
-            model, eval_data, vocabulary, hparams.top_ks, history=history))
+            model, eval_data, vocabulary, hparams.top_ks, history=seen))
     return metrics
 
 
 def export(model, hparams: HParams, vocabulary: Vocabulary, vocabulary_dir: str,
            serving_dir: str, metrics: Dict[str, Any],
            slices: Optional[SliceSpec] = None, history_files=None,
-           train_files=None) -> None:
+           seen: Optional[histories.UserHistory] = None) -> None:
     """The SavedModel (components/trainer/export.py: serving and Evaluator signatures;
-    with ``train_files``, ``eval_scores`` also scores with each user's training movies
-    excluded) plus the candidate embeddings the Pusher indexes and, with
-    ``history_files``, each user's rated movies (``rated.npz``) that serving leaves
-    out."""
-    catalogue = seen = None
+    with ``seen``, the users' :func:`training_movies`, ``eval_scores`` also scores with
+    each user's training movies excluded) plus the candidate embeddings the Pusher
+    indexes and, with ``history_files``, each user's rated movies (``rated.npz``) that
+    serving leaves out."""
+    catalogue = None
     if hparams.kind.retrieves:
         catalogue = evaluation.catalogue_embeddings(model.candidate_tower, vocabulary)
-        if train_files:  # the users' training movies (the Evaluator's excluded scores)
-            seen = evaluation.user_history(
-                inputs.input_dataset(hparams, vocabulary, train_files, training=False),
-                vocabulary, hparams.kind.history_keys)
     export_lib.save(export_lib.export_module(
         model, hparams, vocabulary, slices or SliceSpec(), catalogue, seen), serving_dir)
     extra = os.path.join(serving_dir, contract.EXTRA_ASSETS)
@@ -136,7 +146,9 @@ def run_fn(fn_args) -> None:
             progress.EpochProgress(hparams.model)])
     # Keras' History callback, which fit() leaves on the model (none: not trained).
     history = getattr(getattr(model, "history", None), "history", None) or {}
-    metrics = evaluate(model, hparams, vocabulary, fn_args.train_files, fn_args.eval_files)
+    seen = training_movies(hparams, vocabulary, fn_args.train_files)  # read once, used twice
+    metrics = evaluate(model, hparams, vocabulary, fn_args.train_files, fn_args.eval_files,
+                       seen=seen)
     metrics["train_seconds"] = round(time.time() - started, 1)
     metrics[contract.METRICS_HISTORY] = progress.epoch_history(history)
     metrics["hparams"] = hparams.to_dict()
@@ -145,5 +157,4 @@ def run_fn(fn_args) -> None:
     _write_metrics(fn_args.model_run_dir, metrics)
     export(model, hparams, vocabulary, vocabulary_dir, fn_args.serving_model_dir, metrics,
            slices=SliceSpec.from_dict(config.get(SLICES_CONFIG)),
-           history_files=[fn_args.train_files, fn_args.eval_files],
-           train_files=fn_args.train_files)
+           history_files=[fn_args.train_files, fn_args.eval_files], seen=seen)
