@@ -393,6 +393,7 @@ class TreeMemorySampler(threading.Thread):
         self._interval, self._heartbeat = interval, heartbeat
         self._stop_event = threading.Event()
         self.peak_bytes = 0
+        self.window_peak_bytes = 0  # since the last take_window()
         self.peak_processes = 0
         self._cpu: Dict[int, float] = {}  # pid -> latest user + system CPU seconds
 
@@ -425,6 +426,7 @@ class TreeMemorySampler(threading.Thread):
                 except psutil.Error:
                     pass
             self.peak_bytes = max(self.peak_bytes, total)
+            self.window_peak_bytes = max(self.window_peak_bytes, total)
             self.peak_processes = max(self.peak_processes, processes)
             now = time.monotonic()
             if now - last_report >= self._heartbeat:
@@ -432,6 +434,11 @@ class TreeMemorySampler(threading.Thread):
                 _log(f"{self._label}: {now - started:.0f} s, {processes} processes, "
                      f"RSS {total / 2**20:.0f} MB (peak {self.peak_bytes / 2**20:.0f} MB)")
             self._stop_event.wait(self._interval)
+
+    def take_window(self) -> int:
+        """The peak RSS since the previous call (bytes), and a new window."""
+        peak, self.window_peak_bytes = self.window_peak_bytes, 0
+        return peak
 
     def stop(self):
         self._stop_event.set()

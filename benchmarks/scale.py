@@ -11,10 +11,12 @@ command's default settings (plus any ``--run-arg``):
   ``[i/n] <Component> ... done in <s> s`` lines (the same figures MLMD's executions
   span);
 * **memory**: the peak RSS summed over the run's process tree (Beam workers and
-  Trainers included), sampled from /proc once a second;
+  Trainers included), sampled from /proc once a second; per component, the peak of the
+  samples taken while it ran (they run one after another);
 * **quality**: each Trainer's eval figures (its ``metrics.json``), beside popularity
-  (training counts) scored the same way on the same eval split, for the retrieval and
-  sequential examples.
+  (training counts) scored the same way on the same eval split (and the same seeded
+  sample of users, when the models evaluated on one: ``eval_sample_users``), for the
+  retrieval and sequential examples.
 
 Usage::
 
@@ -24,7 +26,8 @@ Usage::
 
 The last line is one JSON object: ``total_seconds_<size>`` and ``peak_rss_gb_<size>``
 per size run, ``cost_growth`` (seconds per rating at 10M over seconds per rating at 1M;
-null unless both ran), ``components`` (seconds per component per size) and ``quality``
+null unless both ran), ``components`` (seconds per component per size),
+``component_peak_rss_gb`` (the same for memory) and ``quality``
 (per size, each model's figures and popularity's).
 """
 
@@ -53,7 +56,7 @@ SIZES = example_gen_benchmark.SIZES
 _log = example_gen_benchmark._log  # pylint: disable=protected-access
 _DONE = re.compile(r"\[\d+/\d+\] (\S+).*?done in ([0-9.]+) s")
 _FIGURES = ("top_10", "top_100", "top_10_excluding_rated", "top_100_excluding_rated",
-            "rmse", "queries")
+            "rmse", "queries", "eval_sampled_users", "train_examples", "examples_seen")
 
 
 def run_pipeline(data_dir: pathlib.Path, output_root: pathlib.Path,
@@ -73,15 +76,20 @@ def run_pipeline(data_dir: pathlib.Path, output_root: pathlib.Path,
                                                       heartbeat=300)
     sampler.start()
     components: Dict[str, float] = {}
+    memory: Dict[str, float] = {}
     for line in process.stdout:
         print("    " + line.rstrip(), flush=True)
         match = _DONE.search(line)
         if match:
+            # Components run one after another: the samples since the previous one
+            # finished are this one's (its process tree, the runner's included).
             components[match.group(1)] = float(match.group(2))
+            memory[match.group(1)] = round(sampler.take_window() / 2**30, 2)
     status = process.wait()
     seconds = time.perf_counter() - started
     sampler.stop()
     return {"seconds": round(seconds, 1), "status": status, "components": components,
+            "component_peak_rss_gb": memory,
             "peak_rss_gb": round(sampler.peak_bytes / 2**30, 2)}
 
 
@@ -90,6 +98,7 @@ def quality(output_root: pathlib.Path) -> Dict[str, Dict]:
     # pylint: disable=import-outside-toplevel
     from components import contract
     from components.trainer import evaluation, hparams as hp, inputs, sampling
+    from components.trainer import run as trainer_run
     from components.trainer.vocabulary import load_vocabulary
     from pipeline import report
     from pipeline.configs import PipelineConfig
@@ -118,9 +127,12 @@ def quality(output_root: pathlib.Path) -> Dict[str, Dict]:
         history = evaluation.user_history(
             inputs.input_dataset(params, vocabulary, train, training=False), vocabulary,
             kind.history_keys)
+        eval_data = inputs.input_dataset(params, vocabulary, evaluate, training=False)
+        users = trainer_run.eval_user_sample(params, vocabulary)  # the models' sample
+        if users is not None:
+            eval_data = evaluation.sample_users(eval_data, users, params.eval_batch_size)
         popular = evaluation.evaluate_popularity(
-            inputs.input_dataset(params, vocabulary, evaluate, training=False), vocabulary,
-            kind.label_key, params.top_ks, history,
+            eval_data, vocabulary, kind.label_key, params.top_ks, history,
             counts=sampling.training_movie_counts(params, vocabulary, train))
         figures[f"popularity_{kind.examples}"] = {
             name: popular[name] for name in _FIGURES if name in popular}
@@ -160,6 +172,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         summary[f"total_seconds_{size}"] = result["seconds"]
         summary[f"peak_rss_gb_{size}"] = result["peak_rss_gb"]
         summary["components"][size] = result["components"]
+        summary.setdefault("component_peak_rss_gb", {})[size] = result["component_peak_rss_gb"]
         summary["status"][size] = result["status"]
         summary["quality"][size] = quality(work_dir / f"run-{size}") if not result["status"] \
             else {}

@@ -83,6 +83,12 @@ EXTRA_ASSETS = "assets.extra"  # beside the SavedModel; TF Serving ignores it
 CANDIDATES_FILE = "candidates.npz"  # movie_ids [M], embeddings [M, D]
 RATED_FILE = "rated.npz"  # each user's movies in the examples (what serving leaves out)
 METRICS_FILE = "metrics.json"
+# The Trainer's seeded sample of eval users (user_ids [U]), when it evaluated on one:
+# the Evaluator then evaluates on the same users.
+EVAL_USERS_FILE = "eval_users.npz"
+# How many users such a sample holds: a metrics.json key, and a custom property of the
+# Evaluator's blessing and evaluation (absent: every user).
+EVAL_SAMPLED_USERS = "eval_sampled_users"
 # metrics.json's per-epoch training figures: a list of {"epoch": 1, "loss": ..., ...}, one
 # per epoch, as Keras reported them (the run report's training curves).
 METRICS_HISTORY = "history"

@@ -107,7 +107,9 @@ def models_section(run: RunRecord) -> str:
                  "run's eval data; the Trainer's figures are each model's own run's.</p>")
     for model in run.models.values():
         names, current, baseline = compared_figures(model)
-        parts.append(f"<h3>{_e(model.name)}</h3><div class='row'>")
+        parts.append(f"<h3>{_e(model.name)}</h3>")
+        parts.extend(f"<p class='meta'>{_e(note)}</p>" for note in scale_notes(model))
+        parts.append("<div class='row'>")
         parts.append(chart("comparison", model.name, report_charts.comparison(
             f"{model.name}: this run vs baseline", current, baseline, names),
             f"{model.name} figures beside the baseline"))
@@ -116,6 +118,27 @@ def models_section(run: RunRecord) -> str:
             f"{model.name} training curves"))
         parts.append("</div>")
     return "".join(parts)
+
+
+def scale_notes(model: ModelRun) -> List[str]:
+    """What a model's figures and training left out at scale: the user samples its
+    Trainer and Evaluator scored on, and a training budget that cut its epochs."""
+    notes = []
+    metrics = model.metrics
+    trainer_sample = metrics.get(contract.EVAL_SAMPLED_USERS)
+    if trainer_sample:
+        notes.append(f"Trainer figures on a seeded sample of {trainer_sample:,} users "
+                     f"(seed {metrics.get('eval_sample_seed')}).")
+    if model.eval_sampled_users:
+        notes.append(f"Evaluator figures (this model's and the baseline's) on the "
+                     f"Trainer's sample of {model.eval_sampled_users:,} users.")
+    seen, size = metrics.get("examples_seen"), metrics.get("train_examples")
+    epochs = metrics.get("hparams", {}).get("epochs")
+    if seen and size and epochs and seen < epochs * size:
+        notes.append(f"Trained on {seen:,} examples ({seen / size:.2f} passes over the "
+                     f"{size:,} of the training split) in {epochs} segments, not "
+                     f"{epochs} epochs: train_example_budget.")
+    return notes
 
 
 def history_points(runs: Sequence[RunRecord], name: str) -> List[Dict]:

@@ -64,6 +64,7 @@ class ModelRun:
                      if name != "example_count" and not name.endswith("_diff")), None)
     pushed_version: Optional[str] = None
     push: str = ""  # report.push_summary
+    eval_sampled_users: Optional[int] = None  # the Evaluator's user sample (None: all)
 
 
 @dataclasses.dataclass
@@ -235,6 +236,7 @@ def _read_model_node(models: Dict[str, ModelRun], execution: Dict, store,
             blessed = _property(blessing, evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY)
             model.blessed = None if blessed is None else bool(blessed)
             model.verdict = report.blessing_summary(blessing.uri)
+            model.eval_sampled_users = _property(blessing, contract.EVAL_SAMPLED_USERS)
             model.baseline_id = _property(
                 blessing, evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY) or None
             if model.baseline_id:

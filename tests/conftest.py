@@ -292,7 +292,13 @@ SERVED_EPOCHS = 3
 # the random split read the held-out rating's own time: trained, it scores ~0.39.)
 SERVED_MIN_TOP_K = 0.35
 SERVED_CONTEXT_LENGTH = 5
-SERVED_HPARAMS_FILE = {"training": {"hparams": {"retrieval": {"embedding_dim": 24}}}}
+# The sequential model evaluates on a seeded sample of its 200 users: its Trainer, its
+# Evaluator and its served answers must all be on the same users (test_evaluator,
+# test_served_agreement).
+SERVED_EVAL_SAMPLE = ("sequential", 150)
+SERVED_HPARAMS_FILE = {"training": {"hparams": {
+    "retrieval": {"embedding_dim": 24},
+    SERVED_EVAL_SAMPLE[0]: {"eval_sample_users": SERVED_EVAL_SAMPLE[1]}}}}
 SERVED_HPARAM_OPTION = ("sequential", "embedding_dim", 16)
 # The served run also builds the two-stage model and writes batch recommendations
 # (test_two_stage, test_batch_recommend); a later run of the retrieval model alone has

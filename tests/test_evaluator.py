@@ -10,6 +10,7 @@ from components.evaluator import baseline
 from components import contract
 from components.evaluator import slices
 from pipeline.configs import EvaluationConfig
+from conftest import SERVED_EVAL_SAMPLE
 
 TOP_100 = "top_100_accuracy"
 
@@ -45,6 +46,60 @@ def test_evaluator_top_100_equals_the_trainers_over_the_whole_vocabulary(served_
     assert metrics[()]["example_count"] == trainer["queries"]
     # Not a vacuous agreement: the catalogue (400 movies) is larger than k.
     assert 0.3 < trainer["top_100"] < 0.99
+
+
+def test_evaluator_scores_the_trainers_sample_of_users(served_pipeline):
+    """The served run's sequential Trainer evaluated a seeded sample of users: its
+    Evaluator scored exactly those users' eval examples, and says so."""
+    import tensorflow as tf
+    from ml_metadata.metadata_store import metadata_store
+    from tfx.orchestration import metadata
+
+    from components.trainer import inputs
+
+    runs = served_pipeline
+    name, size = SERVED_EVAL_SAMPLE
+    model_dir = os.path.join(runs.output(f"{name.capitalize()}Trainer", "model"),
+                             "Format-Serving")
+    sampled = np.load(os.path.join(model_dir, contract.EXTRA_ASSETS,
+                                   contract.EVAL_USERS_FILE))["user_ids"]
+    assert len(set(sampled)) == size
+    pattern = os.path.join(runs.output("MovieLensExampleGen", contract.examples_key(
+        contract.model_kind(name).examples)), "Split-eval", "*")
+    users = np.concatenate([batch[contract.USER_ID].numpy() for batch in inputs.make_dataset(
+        pattern, {contract.USER_ID: tf.io.FixedLenFeature([], tf.int64)},
+        4096, shuffle=False)])
+    in_sample = int(np.isin(users, sampled).sum())
+    assert 0 < in_sample < len(users)
+    metrics = _overall_metrics(runs.output(f"{name.capitalize()}Evaluator", "evaluation"))
+    assert metrics[()]["example_count"] == in_sample
+    store = metadata_store.MetadataStore(
+        metadata.sqlite_metadata_connection_config(runs.config.metadata_path))
+    for model, expected in ((name, size), ("retrieval", None)):
+        for output in ("blessing", "evaluation"):
+            [artifact] = store.get_artifacts_by_uri(
+                runs.output(f"{model.capitalize()}Evaluator", output))
+            stamped = artifact.custom_properties.get(contract.EVAL_SAMPLED_USERS)
+            assert (stamped and stamped.int_value) == expected, (model, output)
+
+
+def test_narrowed_split_keeps_exactly_the_sampled_users_records(tmp_path):
+    import tensorflow as tf
+
+    from components.evaluator import user_sample
+    from components.trainer import inputs
+
+    records = [inputs.serialize_example({contract.USER_ID: [user], contract.MOVIE_ID: [i]})
+               for i, user in enumerate([3, 1, 2, 3, 5, 1, 9] * 2000)]
+    source = str(tmp_path / "part.gz")
+    with tf.io.TFRecordWriter(source, options="GZIP") as writer:
+        for record in records:
+            writer.write(record)
+    kept = user_sample.narrow_split(source, np.array([1, 9, 42]), str(tmp_path / "out.gz"))
+    written = [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / "out.gz"),
+                                                          compression_type="GZIP")]
+    expected = [r for r, user in zip(records, [3, 1, 2, 3, 5, 1, 9] * 2000) if user in (1, 9)]
+    assert kept == len(written) == 6000 and written == expected
 
 
 def test_ranking_evaluator_rmse_equals_the_trainers(served_pipeline):

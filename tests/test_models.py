@@ -666,6 +666,50 @@ def test_sampled_softmax_above_the_catalogue_threshold(data, monkeypatch):
     assert _loss(model, probe) < 0.95 * before
 
 
+def test_training_budget_keeps_the_schedule_and_caps_the_examples(data):
+    """Below ``train_example_budget`` the epochs are whole passes; above it, training
+    sees the budget (one pass at least) in as many segments as ``epochs``, and the
+    cosine rate steps down once per segment as it would once per epoch."""
+    from components.trainer import distribute
+
+    train = data["rating"]["train"]
+    size = inputs.count_examples(train)
+    assert size == sum(len(b[contract.MOVIE_ID]) for b in inputs.make_dataset(
+        train, inputs.rating_feature_spec(), 4096, shuffle=False))
+    base = {"embedding_dim": 8, "epochs": 3, "batch_size": 256, "top_ks": [10],
+            "learning_rate_schedule": "cosine", "optimizer": "adam"}
+    whole = hp.HParams.from_dict({**base, "train_example_budget": 3 * size}, preset=False)
+    assert whole.steps_per_epoch(size) is None
+    assert hp.HParams.from_dict({**base, "train_example_budget": 0},
+                                preset=False).steps_per_epoch(10 ** 12) is None
+    capped = hp.HParams.from_dict({**base, "train_example_budget": size // 2}, preset=False)
+    steps = capped.steps_per_epoch(size)  # one pass at least, in 3 segments
+    assert steps == -(-size // (3 * 256)) and 3 * steps * 256 >= size
+
+    class Batches(tf.keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.per_epoch, self.rates = [], []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.per_epoch.append(0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if not self.per_epoch[-1]:  # the rate the schedule set for this epoch
+                self.rates.append(float(tf.keras.backend.get_value(
+                    self.model.optimizer.learning_rate)))
+            self.per_epoch[-1] += 1
+
+    for hparams, expected in ((whole, [-(-size // 256)] * 3), (capped, [steps] * 3)):
+        counter = Batches()
+        model = distribute.build_and_fit(hparams, data["vocab"], train, callbacks=[counter])
+        assert counter.per_epoch == expected
+        assert model.train_examples == size
+        assert model.examples_seen == (3 * size if hparams is whole else 3 * steps * 256)
+        np.testing.assert_allclose(counter.rates, [
+            0.1 * 0.5 * (1 + np.cos(np.pi * e / 3)) for e in range(3)], rtol=1e-5)
+
+
 def test_streamed_ranks_and_sampled_eval_users(data, rating_history):
     from components.trainer import run
 

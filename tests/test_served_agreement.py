@@ -11,6 +11,7 @@ import pytest
 
 from components import contract
 from components.pusher import publishing, serving
+from conftest import SERVED_EVAL_SAMPLE
 
 K = 10
 
@@ -69,6 +70,14 @@ def test_served_answers_give_the_trainers_hr_and_ndcg(served_pipeline, name):
     names = sorted({contract.USER_ID, kind.label_key, *kind.query_keys, *kind.history_keys})
     train = _examples(runs, kind.examples, contract.TRAIN, names)
     evaluation = _examples(runs, kind.examples, contract.EVAL, names)
+    # A Trainer with eval_sample_users scored its seeded sample of users, listed in the
+    # served model's assets (the served run samples the sequential model's).
+    sample = os.path.join(model_dir, contract.EXTRA_ASSETS, contract.EVAL_USERS_FILE)
+    assert os.path.exists(sample) == (name == SERVED_EVAL_SAMPLE[0])
+    if os.path.exists(sample):
+        keep = np.isin(evaluation[contract.USER_ID].reshape(-1), np.load(sample)["user_ids"])
+        assert 0 < keep.sum() < len(keep)
+        evaluation = {key: value[keep] for key, value in evaluation.items()}
     users = evaluation[contract.USER_ID].reshape(-1)
     labels = evaluation[kind.label_key].reshape(-1)
     seen = _training_movies(train, users, kind.history_keys)

@@ -8,7 +8,9 @@
   negatives), learning rate scaled linearly, ``learning_rate x R``.
 * :func:`build_and_fit` -- what ``run_fn`` trains: training statistics (timestamps, the
   movies' training popularity for sampled softmax), the model built and compiled in the
-  strategy's scope, then ``fit``.
+  strategy's scope, then ``fit`` over the ``epochs``, or over as many segments of the
+  repeated data when the training split is larger than ``train_example_budget``
+  (``HParams.steps_per_epoch``).
 
 The replicas' gradients are summed. So the retrieval loss (a sum over the batch, as
 TFRS's) becomes the sum over the global batch; the rating loss is averaged over the global
@@ -58,8 +60,10 @@ def build_and_fit(hparams: HParams, vocabulary: Vocabulary, train_files,
     ``strategy`` (default :func:`choose_strategy`).
 
     ``train_steps``: train on the first N global batches, once (0: untrained); None: the
-    ``epochs`` of ``hparams``. Returns the trained model (its ``hparams`` are the global
-    ones, :func:`global_hparams`).
+    ``epochs`` of ``hparams`` (segments of the budget, ``HParams.steps_per_epoch``).
+    Returns the trained model (its ``hparams`` are the global ones,
+    :func:`global_hparams`), with ``train_examples`` (the training split's size) and
+    ``examples_seen`` (what ``fit`` trained on) as attributes.
     """
     strategy = strategy or choose_strategy()
     step_hparams = global_hparams(hparams, strategy.num_replicas_in_sync)
@@ -77,9 +81,19 @@ def build_and_fit(hparams: HParams, vocabulary: Vocabulary, train_files,
         model(batch)
         if hparams.kind.retrieves:
             model.candidate_tower(batch[hparams.kind.label_key])
-    if train_steps is not None:
-        train_data = train_data.take(int(train_steps))
-    if train_steps != 0:
-        model.fit(train_data, epochs=1 if train_steps is not None else hparams.epochs,
+    model.train_examples = inputs.count_examples(train_files)
+    steps_per_epoch = step_hparams.steps_per_epoch(model.train_examples)
+    if train_steps is not None:  # a fixed number of batches, once
+        model.examples_seen = min(model.train_examples,
+                                  int(train_steps) * step_hparams.batch_size)
+        if train_steps:
+            model.fit(train_data.take(int(train_steps)), epochs=1, verbose=0,
+                      callbacks=list(callbacks))
+    elif steps_per_epoch:  # the budget's segments of the repeated data
+        model.examples_seen = hparams.epochs * steps_per_epoch * step_hparams.batch_size
+        model.fit(train_data.repeat(), epochs=hparams.epochs, steps_per_epoch=steps_per_epoch,
                   verbose=0, callbacks=list(callbacks))
+    else:
+        model.examples_seen = hparams.epochs * model.train_examples
+        model.fit(train_data, epochs=hparams.epochs, verbose=0, callbacks=list(callbacks))
     return model

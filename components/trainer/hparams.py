@@ -85,10 +85,22 @@ class HParams:
         weight, the loss of predicting each context movie from the ones before it
         (SASRec's training on every position of the history) to the label's loss;
         0: the label's loss only.
+      train_example_budget: caps the examples a model trains on when ``epochs`` passes
+        over the training split would exceed it (0: no cap): training then sees
+        ``max(budget, one pass)`` examples, cut into the same ``epochs`` segments (Keras
+        epochs of equal steps over the repeated data), so the learning-rate schedule
+        keeps its shape. Below the budget (every preset on MovieLens-100K) nothing
+        changes; above it, training cost grows with the data (one pass at least), not
+        with data x epochs (benchmarks/README.md, scale.py).
       top_ks: the ``k`` of the top-K metrics.
-      eval_sample_users: evaluate the Trainer's top-K on the eval examples of at most
-        this many users, drawn with ``seed`` (0: every user). For very large eval
-        splits; when it applies, metrics.json records it (``eval_sampled_users``).
+      eval_sample_users: evaluate on the eval examples of at most this many users, drawn
+        with ``seed`` from the user vocabulary (0: every user): the Trainer's figures,
+        and the Evaluator's, which evaluates the same users (eval_users.npz beside the
+        model). When it applies, metrics.json, the blessing and the run report say so
+        (``eval_sampled_users``). The default bounds the cost of evaluation whatever the
+        data's size (TFMA spends ~0.3 ms per eval example on 2 cores) and leaves every
+        user in on MovieLens-100K (943) and on the tests' data; a sample of 2,000 users
+        holds ~60,000 eval ratings at ML-1M's density.
       train_top_k_metrics: also compute the (slow) catalogue top-K metrics while
         training; otherwise only in evaluation.
       timestamp_buckets: equal-width buckets of the timestamp.
@@ -134,8 +146,9 @@ class HParams:
     tower_layers: Tuple[int, ...] = ()
     rating_layers: Tuple[int, ...] = (256, 64)
     share_embeddings: bool = False
+    train_example_budget: int = 1_000_000
     top_ks: Tuple[int, ...] = (1, 5, 10, 50, 100)
-    eval_sample_users: int = 0
+    eval_sample_users: int = 2_000
     train_top_k_metrics: bool = False
     timestamp_buckets: int = 1000
     title_max_tokens: int = 10_000
@@ -168,7 +181,7 @@ class HParams:
         for name in ("learning_rate", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
-        for name in ("num_sampled_negatives", "eval_sample_users",
+        for name in ("num_sampled_negatives", "eval_sample_users", "train_example_budget",
                      "sampled_softmax_min_catalogue"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, not {getattr(self, name)}")
@@ -222,6 +235,17 @@ class HParams:
         """Whether retrieval trains with sampled softmax (in-batch negatives plus the
         shared pool) rather than the full softmax, on a catalogue of ``num_movies``."""
         return not self.full_softmax or num_movies >= self.sampled_softmax_min_catalogue
+
+    def steps_per_epoch(self, num_examples: int) -> Optional[int]:
+        """With ``num_examples`` training examples (and ``batch_size`` the global batch):
+        None when the ``epochs`` are whole passes over the data, else the steps of each
+        of the ``epochs`` segments that together see ``train_example_budget`` examples
+        (one pass at least)."""
+        budget = self.train_example_budget
+        if not budget or self.epochs * num_examples <= budget:
+            return None
+        seen = max(budget, num_examples)
+        return max(1, -(-seen // (self.epochs * self.batch_size)))
 
     @property
     def kind(self) -> contract.ModelKind:

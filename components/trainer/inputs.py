@@ -167,6 +167,15 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def count_examples(file_pattern) -> int:
+    """The number of records in gzipped TFRecord files (streamed, nothing parsed)."""
+    # Sequential reads, counted per batch: parallel reads and a per-record reduce
+    # were each several times slower.
+    records = tf.data.TFRecordDataset(list_files(file_pattern), compression_type="GZIP")
+    return int(records.batch(8192).reduce(
+        np.int64(0), lambda count, batch: count + tf.size(batch, out_type=tf.int64)))
+
+
 def serialize_example(features: Mapping[str, Sequence]) -> bytes:
     """A serialized tf.Example of ``{name: [values]}`` (bytes/str, float or int lists,
     as the example generator writes them). For tests, notebooks and serving requests."""

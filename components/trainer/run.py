@@ -13,6 +13,8 @@ What lands where (file names from components/contract.py):
       sequence_shape.json             examples' padded lengths
       rated.npz                       each user's movies in the examples (both splits)
                                       and latest timestamp (what serving leaves out)
+      eval_users.npz                  the seeded sample of eval users, when the
+                                      figures are on one (``eval_sample_users``)
       metrics.json                    the eval-split metrics below, the hyperparameters
                                       and ``history``: the training loss and metrics of
                                       each epoch (contract.METRICS_HISTORY)
@@ -66,22 +68,31 @@ def training_movies(hparams: HParams, vocabulary: Vocabulary,
         vocabulary, hparams.kind.history_keys)
 
 
+def eval_user_sample(hparams: HParams, vocabulary: Vocabulary) -> Optional[np.ndarray]:
+    """The seeded sample of ``hparams.eval_sample_users`` user ids the figures are
+    computed on, or None (every user: no sample set, or not fewer than the users)."""
+    if not 0 < hparams.eval_sample_users < vocabulary.num_users:
+        return None
+    return np.random.default_rng(hparams.seed).choice(
+        vocabulary.user_ids, hparams.eval_sample_users, replace=False)
+
+
 def evaluate(model, hparams: HParams, vocabulary: Vocabulary,
              train_files, eval_files,
              seen: Optional[histories.UserHistory] = None) -> Dict[str, Any]:
-    """The model's figures on the eval split (see the module docstring); on a seeded
-    sample of ``hparams.eval_sample_users`` users when set (recorded in the figures as
+    """The model's figures on the eval split (see the module docstring); on the seeded
+    sample of :func:`eval_user_sample` when there is one (recorded in the figures as
     ``eval_sampled_users`` and ``eval_sample_seed``). ``seen``: the users'
     :func:`training_movies`, when the caller has them already (else read from
     ``train_files``)."""
     kind = hparams.kind
     eval_data = inputs.input_dataset(hparams, vocabulary, eval_files, training=False)
     metrics: Dict[str, Any] = {}
-    if 0 < hparams.eval_sample_users < vocabulary.num_users:
-        users = np.random.default_rng(hparams.seed).choice(
-            vocabulary.user_ids, hparams.eval_sample_users, replace=False)
+    users = eval_user_sample(hparams, vocabulary)
+    if users is not None:
         eval_data = evaluation.sample_users(eval_data, users, hparams.eval_batch_size)
-        metrics.update(eval_sampled_users=len(users), eval_sample_seed=hparams.seed)
+        metrics.update({contract.EVAL_SAMPLED_USERS: len(users),
+                        "eval_sample_seed": hparams.seed})
     if kind.rates:
         metrics.update(evaluation.evaluate_ranking(model, eval_data))  # call() gives stars
     if kind.retrieves:
@@ -112,6 +123,9 @@ def export(model, hparams: HParams, vocabulary: Vocabulary, vocabulary_dir: str,
     if catalogue is not None:
         export_lib.save_npz(os.path.join(extra, contract.CANDIDATES_FILE),
                             movie_ids=vocabulary.movie_ids, embeddings=catalogue)
+    users = eval_user_sample(hparams, vocabulary)
+    if users is not None:  # the Evaluator evaluates on the same users
+        export_lib.save_npz(os.path.join(extra, contract.EVAL_USERS_FILE), user_ids=users)
     if history_files:
         export_lib.save_rated_movies(
             export_lib.rated_movies(hparams, vocabulary, history_files), extra)
@@ -150,6 +164,10 @@ def run_fn(fn_args) -> None:
     metrics = evaluate(model, hparams, vocabulary, fn_args.train_files, fn_args.eval_files,
                        seen=seen)
     metrics["train_seconds"] = round(time.time() - started, 1)
+    # The training split's size and what training saw (less than epochs x size when
+    # the split is above hparams.train_example_budget).
+    metrics["train_examples"] = int(model.train_examples)
+    metrics["examples_seen"] = int(model.examples_seen)
     metrics[contract.METRICS_HISTORY] = progress.epoch_history(history)
     metrics["hparams"] = hparams.to_dict()
     metrics["replicas"] = strategy.num_replicas_in_sync
