@@ -96,13 +96,17 @@ METRICS_HISTORY = "history"
 SERVING_SIGNATURE = "serving_default"
 TF_EXAMPLES_SIGNATURE = "serve_tf_examples"
 TRANSFORM_SIGNATURE = "transform_features"
-EVAL_SIGNATURE = "eval_scores"
+EVAL_SIGNATURE = "eval_ranks"
 EXAMPLES_INPUT = "examples"
 QUERY_EMBEDDING = "query_embedding"  # serving_default's output (retrieval-like models)
 RATING_OUTPUT = "rating"  # serving_default's output (ranking)
-SCORES = "scores"  # eval_scores' output [B, M]
-# eval_scores' output [B, M] with each user's training movies (not the label) scored lowest
-SCORES_EXCLUDING_RATED = "scores_excluding_rated"
+SCORES = "scores"  # the served models' scores of their top k [B, k]
+# eval_ranks' outputs [B]: how many movies of the whole catalogue score above the label
+# (MISSING_RANK: the label is not in the catalogue); the same with the user's training
+# movies (never the label) left out.
+LABEL_RANK = "label_rank"
+LABEL_RANK_EXCLUDING_RATED = "label_rank_excluding_rated"
+MISSING_RANK = 2.0 ** 31  # a miss at every k
 LABEL_INDEX = "label_index"  # transform_features' outputs
 USER_ACTIVITY = "user_activity"
 MOVIE_POPULARITY = "movie_popularity"

@@ -201,8 +201,9 @@ def test_attention_trains_and_its_export_answers_queries(data, exported):
         {contract.CONTEXT_MOVIE_ID: row.tolist(), contract.LABEL_MOVIE_ID: [label]})
         for row, label in zip(probe[contract.CONTEXT_MOVIE_ID].numpy()[:4],
                               probe[contract.LABEL_MOVIE_ID].numpy()[:4])])
-    scores = loaded.signatures["eval_scores"](examples=examples)["scores"]
-    assert scores.shape == (4, data["vocab"].num_movies)
+    ranks = loaded.signatures[contract.EVAL_SIGNATURE](examples=examples)[contract.LABEL_RANK]
+    assert ranks.shape == (4,)
+    assert (0 <= ranks.numpy()).all() and (ranks.numpy() < data["vocab"].num_movies).all()
     from_examples = loaded.signatures["serve_tf_examples"](examples=examples)
     np.testing.assert_allclose(from_examples["query_embedding"].numpy(),
                                model(probe).numpy()[:4], atol=1e-5)

@@ -259,9 +259,9 @@ def test_exclude_rated_scores_the_seen_excluded_output_with_ndcg_beside_the_gate
 
     plain = config.eval_config("retrieval", EvaluationConfig())
     honest = config.eval_config("retrieval", EvaluationConfig(exclude_rated=True, top_k=10))
-    assert plain.model_specs[0].prediction_key == contract.SCORES
-    assert honest.model_specs[0].prediction_key == contract.SCORES_EXCLUDING_RATED
+    assert plain.model_specs[0].prediction_key == contract.LABEL_RANK
+    assert honest.model_specs[0].prediction_key == contract.LABEL_RANK_EXCLUDING_RATED
     names = {json.loads(m.config)["name"] for m in honest.metrics_specs[0].metrics if m.config}
     assert names == {"top_10_accuracy", "ndcg_10"}   # HR@10 gated, NDCG@10 beside it
     [ndcg] = [m for m in honest.metrics_specs[0].metrics if m.class_name == config.NDCG_CLASS]
-    assert ndcg.module == config.NDCG_MODULE and not ndcg.per_slice_thresholds
+    assert ndcg.module == config.METRICS_MODULE and not ndcg.per_slice_thresholds

@@ -556,39 +556,54 @@ def test_export_sequential_and_ranking(data, tmp_path, kind):
     np.testing.assert_allclose(out, expected, atol=1e-6)
 
 
-def test_eval_scores_exclude_each_users_training_movies_but_the_label(tmp_path):
-    """The Evaluator's seen-excluded scores rank as the Trainer's *_excluding_rated and
-    the served recommend_excluding do; SparseNdcgAtK agrees with the Trainer's NDCG."""
-    from components.evaluator.metrics import SparseNdcgAtK
+@pytest.mark.parametrize("chunk", [export.EVAL_CHUNK, 4])
+def test_eval_ranks_leave_out_each_users_training_movies_but_the_label(tmp_path, monkeypatch,
+                                                                      chunk):
+    """The Evaluator's label ranks, over the whole catalogue in chunks of movies, are the
+    Trainer's streamed ones, with and without each user's training movies (never the
+    label); the rank metrics give the Trainer's top-K and NDCG."""
+    from components.evaluator.metrics import RankNdcgAtK, RankTopKAccuracy
     from components.evaluator.slices import SliceSpec
     from components.trainer import histories
 
+    monkeypatch.setattr(export, "EVAL_CHUNK", chunk)   # 6 movies: 2 chunks at 4
     vocab = _small_vocab()
     hparams = hp.HParams(model=hp.RETRIEVAL, embedding_dim=4)
     model = M.build_model(hparams, vocab)
     catalogue = trainer_eval.catalogue_embeddings(model.candidate_tower, vocab)
-    pairs = histories.PairAccumulator()   # user 1 rated rows 0, 2, 3; user 2 row 5
-    pairs.add(np.array([1, 1, 1, 2]), np.array([0, 2, 3, 5]))
+    pairs = histories.PairAccumulator()   # user 1 rated rows 0, 2, 3, 4; user 2 row 5
+    pairs.add(np.array([1, 1, 1, 1, 2]), np.array([0, 2, 3, 4, 5]))
     seen = pairs.result()
     loaded = tf.saved_model.load(export.save(export.export_module(
         model, hparams, vocab, SliceSpec(), catalogue, seen), str(tmp_path / "m")))
-    users, labels = np.array([1, 1, 2, 3]), np.array([2, 4, 1, 0])  # user 1's label 2: seen
+    # user 1's label 2 is one of their training movies; 99999 is not in the vocabulary.
+    users = np.array([1, 1, 2, 3, 1])
+    movie_ids = [int(vocab.movie_ids[r]) for r in (2, 1, 1, 0)] + [99999]
+    labels = trainer_eval.movie_rows(vocab, np.array(movie_ids))
     serialized = tf.constant([inputs.serialize_example(
-        {contract.USER_ID: [int(u)], contract.MOVIE_ID: [int(vocab.movie_ids[r])]})
-        for u, r in zip(users, labels)])
-    out = loaded.signatures["eval_scores"](examples=serialized)
-    scores, masked = out["scores"].numpy(), out["scores_excluding_rated"].numpy()
-    lowest = np.finfo(np.float32).min
-    expected = scores.copy()
-    expected[0, [0, 3]] = expected[1, [0, 2, 3]] = expected[2, 5] = lowest
-    np.testing.assert_array_equal(masked, expected)
-    # The same ranks as the Trainer's streamed figures with the same history.
+        {contract.USER_ID: [int(u)], contract.MOVIE_ID: [m]}) for u, m in zip(users, movie_ids)])
+    out = loaded.signatures[contract.EVAL_SIGNATURE](examples=serialized)
+    assert set(out) == {contract.LABEL_RANK, contract.LABEL_RANK_EXCLUDING_RATED}
     queries = model.query_tower({contract.USER_ID: tf.constant(users)}).numpy()
-    ranks = trainer_eval.label_ranks(queries, catalogue, labels, seen.pairs_of(users))
-    metric = SparseNdcgAtK(k=3)
-    metric.update_state(tf.constant(labels), tf.constant(masked))
-    assert float(metric.result()) == pytest.approx(
-        trainer_eval.rank_metrics(ranks, (3,))["ndcg_3"], abs=1e-6)
+    scores = queries @ catalogue.T
+    for key, excluded in ((contract.LABEL_RANK, None),
+                          (contract.LABEL_RANK_EXCLUDING_RATED, seen.pairs_of(users))):
+        ranks = out[key].numpy()
+        expected = trainer_eval.label_ranks(queries, catalogue, labels, excluded)
+        known = labels >= 0
+        np.testing.assert_array_equal(ranks[known], expected[known])
+        assert ranks[~known] == contract.MISSING_RANK
+        for k in (1, 3):
+            trainer = trainer_eval.rank_metrics(expected, (k,))
+            for metric, name in ((RankTopKAccuracy(k=k), f"top_{k}"),
+                                 (RankNdcgAtK(k=k), f"ndcg_{k}")):
+                metric.update_state(tf.constant(labels), tf.constant(ranks))
+                assert float(metric.result()) == pytest.approx(trainer[name], abs=1e-6)
+    # Left out for user 1: rows 0, 3, 4 (never the label 2) -- a hand count.
+    label = labels[0]
+    others = [r for r in range(vocab.num_movies) if r not in (0, 3, 4, label)]
+    assert out[contract.LABEL_RANK_EXCLUDING_RATED].numpy()[0] == sum(
+        scores[0, r] > scores[0, label] for r in others)
 
 
 # ---------------------------------------------------------------------------------------

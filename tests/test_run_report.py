@@ -158,7 +158,7 @@ def test_epoch_history_is_one_row_per_epoch():
 
 
 def test_thresholds_read_from_the_evaluators_config(tmp_path):
-    metric = {"className": "SparseTopKCategoricalAccuracy",
+    metric = {"className": "RankTopKAccuracy",
               "config": json.dumps({"k": 100, "name": "top_100_accuracy"}),
               "perSliceThresholds": [{"slicingSpecs": [{}], "threshold": {
                   "valueThreshold": {"lowerBound": 0.1},

@@ -70,9 +70,10 @@ def test_served_answers_give_the_trainers_hr_and_ndcg(served_pipeline, name):
     names = sorted({contract.USER_ID, kind.label_key, *kind.query_keys, *kind.history_keys})
     train = _examples(runs, kind.examples, contract.TRAIN, names)
     evaluation = _examples(runs, kind.examples, contract.EVAL, names)
-    # A Trainer with eval_sample_users scored its seeded sample of users, listed in the
-    # served model's assets (the served run samples the sequential model's).
-    sample = os.path.join(model_dir, contract.EXTRA_ASSETS, contract.EVAL_USERS_FILE)
+    # A Trainer with eval_sample_users scored its seeded sample of users, listed beside
+    # its model (the served run samples the sequential model's).
+    sample = os.path.join(runs.output(f"{name.capitalize()}Trainer", "model"),
+                          "Format-Serving", contract.EXTRA_ASSETS, contract.EVAL_USERS_FILE)
     assert os.path.exists(sample) == (name == SERVED_EVAL_SAMPLE[0])
     if os.path.exists(sample):
         keep = np.isin(evaluation[contract.USER_ID].reshape(-1), np.load(sample)["user_ids"])

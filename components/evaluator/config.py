@@ -1,10 +1,12 @@
 """The TFMA EvalConfig of each Trainer's Evaluator, built from ``EvaluationConfig``.
 
-Retrieval-like models (retrieval, multitask, sequential): the Trainer's ``eval_scores``
-signature scores every movie of the vocabulary ``[B, M]``; ``transform_features``
-(TFMA's preprocessing function) gives the label's vocabulary row ``label_index`` and the
-slice features; ``SparseTopKCategoricalAccuracy(k=top_k)`` is top-K accuracy over the
-whole catalogue, the same figure as the Trainer's ``top_{k}`` on the same split.
+Retrieval-like models (retrieval, multitask, sequential): the Trainer's ``eval_ranks``
+signature ranks each example's label among every movie of the vocabulary (one number
+per example, whatever the catalogue's size); ``transform_features`` (TFMA's
+preprocessing function) gives the label's vocabulary row ``label_index`` and the slice
+features; ``RankTopKAccuracy(k=top_k)`` (components/evaluator/metrics.py) is top-K
+accuracy over the whole catalogue, the same figure as the Trainer's ``top_{k}`` on the
+same split.
 
 Ranking: ``serve_tf_examples`` predicts the rating; RMSE against ``user_rating``.
 
@@ -23,9 +25,9 @@ from components import contract
 from components.evaluator.gates import EvaluationConfig
 
 RMSE_CLASS = "RootMeanSquaredError"
-TOP_K_CLASS = "SparseTopKCategoricalAccuracy"
-NDCG_CLASS = "SparseNdcgAtK"  # components/evaluator/metrics.py
-NDCG_MODULE = "components.evaluator.metrics"
+TOP_K_CLASS = "RankTopKAccuracy"  # components/evaluator/metrics.py
+NDCG_CLASS = "RankNdcgAtK"
+METRICS_MODULE = "components.evaluator.metrics"
 NDCG_K = 10
 EVAL_SPLIT = contract.EVAL
 
@@ -81,13 +83,14 @@ def eval_config(model_kind: str, evaluation: EvaluationConfig) -> tfma.EvalConfi
     else:
         model_spec = tfma.ModelSpec(
             signature_name=contract.EVAL_SIGNATURE,
-            prediction_key=(contract.SCORES_EXCLUDING_RATED if evaluation.exclude_rated
-                            else contract.SCORES),
+            prediction_key=(contract.LABEL_RANK_EXCLUDING_RATED if evaluation.exclude_rated
+                            else contract.LABEL_RANK),
             label_key=contract.LABEL_INDEX, model_type=tfma.TF_GENERIC,
             preprocessing_function_names=[contract.TRANSFORM_SIGNATURE])
         name = top_k_metric_name(evaluation.top_k)
         metrics = [tfma.MetricConfig(
-            class_name=TOP_K_CLASS, config=f'{{"k": {evaluation.top_k}, "name": "{name}"}}',
+            class_name=TOP_K_CLASS, module=METRICS_MODULE,
+            config=f'{{"k": {evaluation.top_k}, "name": "{name}"}}',
             per_slice_thresholds=_overall(tfma.MetricThreshold(
                 value_threshold=tfma.GenericValueThreshold(
                     lower_bound={"value": evaluation.min_top_k_accuracy}),
@@ -96,11 +99,11 @@ def eval_config(model_kind: str, evaluation: EvaluationConfig) -> tfma.EvalConfi
                     absolute={"value": -evaluation.top_k_tolerance}))))]
         # Reported beside the gate: NDCG@10 and (when the gate's k is another) top-10.
         metrics.append(tfma.MetricConfig(
-            class_name=NDCG_CLASS, module=NDCG_MODULE,
+            class_name=NDCG_CLASS, module=METRICS_MODULE,
             config=f'{{"k": {NDCG_K}, "name": "{ndcg_metric_name()}"}}'))
         if evaluation.top_k != NDCG_K:
             metrics.append(tfma.MetricConfig(
-                class_name=TOP_K_CLASS,
+                class_name=TOP_K_CLASS, module=METRICS_MODULE,
                 config=f'{{"k": {NDCG_K}, "name": "{top_k_metric_name(NDCG_K)}"}}'))
     return tfma.EvalConfig(
         model_specs=[model_spec],

@@ -1,13 +1,18 @@
-"""A custom Keras metric the Evaluator (TFMA) computes beside top-K accuracy.
+"""The Evaluator's top-K metrics of retrieval-like models, from the label's rank.
 
-:class:`SparseNdcgAtK`: NDCG@k of one relevant item per example -- the label's
-vocabulary row ``y_true`` ``[B]`` (or ``[B, 1]``; -1: not in the vocabulary, a miss) in
-the scores ``y_pred`` ``[B, M]`` -- ``1 / log2(2 + rank)`` when the label's 0-based rank
-is below ``k``, else 0, averaged over examples. The rank counts the movies scoring
-strictly above the label (ties in the label's favour, as ``in_top_k`` and TFMA's
-``SparseTopKCategoricalAccuracy`` count them; the Trainer counts them against it: with
-continuous scores ties do not occur). TFMA loads it by ``class_name`` and ``module``
-(components/evaluator/config.py).
+The Trainer's ``eval_ranks`` signature (components/trainer/export.py) gives, per example,
+the label's 0-based rank over the whole catalogue ``y_pred`` ``[B]`` (or ``[B, 1]``): how
+many movies score strictly above it (ties in the label's favour, as ``in_top_k``
+counts them; ``contract.MISSING_RANK`` when the label is not in the vocabulary, a miss).
+From it, averaged over examples (weighted by ``sample_weight`` when TFMA gives one):
+
+* :class:`RankTopKAccuracy` -- top-K accuracy (HR@k), ``rank < k``;
+* :class:`RankNdcgAtK` -- NDCG@k of one relevant item, ``1 / log2(2 + rank)`` when
+  ``rank < k``, else 0.
+
+``y_true`` (the label's row, TFMA's label) is not read: the rank already placed it. So
+TFMA holds one number per example, whatever the catalogue's size. TFMA loads these by
+``class_name`` and ``module`` (components/evaluator/config.py).
 """
 
 from __future__ import annotations
@@ -17,24 +22,23 @@ import tensorflow as tf  # the package `components`, imported first, chose Keras
 keras = tf.keras  # tf_keras under TF_USE_LEGACY_KERAS=1
 
 
-class SparseNdcgAtK(keras.metrics.Metric):
-    """Mean NDCG@k of one relevant item per example (see the module docstring)."""
+class _RankMetric(keras.metrics.Metric):
+    """The weighted mean over examples of :meth:`gain` of the label's rank."""
 
-    def __init__(self, k: int = 10, name: str = "ndcg_10", **kwargs):
+    def __init__(self, k: int = 10, name: str = "rank_metric", **kwargs):
         super().__init__(name=name, **kwargs)
         self.k = int(k)
         self.total = self.add_weight(name="total", initializer="zeros", dtype=tf.float64)
         self.count = self.add_weight(name="count", initializer="zeros", dtype=tf.float64)
 
+    def gain(self, rank: tf.Tensor) -> tf.Tensor:
+        """float64 ``[B]`` of float64 ranks ``[B]`` (below ``k``: a hit)."""
+        raise NotImplementedError
+
     def update_state(self, y_true, y_pred, sample_weight=None):
-        labels = tf.reshape(tf.cast(y_true, tf.int64), [-1])
-        scores = tf.cast(y_pred, tf.float32)
-        known = labels >= 0
-        label_scores = tf.gather(scores, tf.maximum(labels, 0), batch_dims=1)
-        rank = tf.reduce_sum(tf.cast(scores > label_scores[:, None], tf.float64), axis=1)
-        gain = tf.where(known & (rank < self.k),
-                        1.0 / (tf.math.log(2.0 + rank) / tf.math.log(tf.constant(2.0, tf.float64))),
-                        tf.zeros_like(rank))
+        del y_true  # the rank already compares the label with the catalogue
+        rank = tf.reshape(tf.cast(y_pred, tf.float64), [-1])
+        gain = tf.where(rank < self.k, self.gain(rank), tf.zeros_like(rank))
         weight = (tf.ones_like(gain) if sample_weight is None
                   else tf.reshape(tf.cast(sample_weight, tf.float64), [-1]))
         self.total.assign_add(tf.reduce_sum(gain * weight))
@@ -49,3 +53,23 @@ class SparseNdcgAtK(keras.metrics.Metric):
 
     def get_config(self):
         return {**super().get_config(), "k": self.k}
+
+
+class RankTopKAccuracy(_RankMetric):
+    """Top-K accuracy: the share of examples whose label ranks below ``k``."""
+
+    def __init__(self, k: int = 100, name: str = "top_100_accuracy", **kwargs):
+        super().__init__(k=k, name=name, **kwargs)
+
+    def gain(self, rank):
+        return tf.ones_like(rank)
+
+
+class RankNdcgAtK(_RankMetric):
+    """Mean NDCG@k of one relevant item per example."""
+
+    def __init__(self, k: int = 10, name: str = "ndcg_10", **kwargs):
+        super().__init__(k=k, name=name, **kwargs)
+
+    def gain(self, rank):
+        return 1.0 / (tf.math.log(2.0 + rank) / tf.math.log(tf.constant(2.0, tf.float64)))

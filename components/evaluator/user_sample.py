@@ -59,8 +59,17 @@ def narrowed_examples(examples: types.Artifact, splits: Sequence[str],
     """A copy of the Examples artifact ``examples`` whose ``splits`` hold only the
     records of ``user_ids``, written under ``out_dir``."""
     narrowed = type(examples)()
-    narrowed.copy_from(examples)
     narrowed.uri = out_dir
+    # Field by field: Artifact.copy_from's proto map merge aborts the process (a
+    # protobuf CHECK failure) on artifacts read back from the store.
+    for name in ("split_names", "span", "version"):
+        if examples.has_property(name):
+            setattr(narrowed, name, getattr(examples, name))
+    for name, value in examples.mlmd_artifact.custom_properties.items():
+        if value.HasField("string_value"):
+            narrowed.set_string_custom_property(name, value.string_value)
+        elif value.HasField("int_value"):
+            narrowed.set_int_custom_property(name, value.int_value)
     for split in splits:
         split_dir = artifact_utils.get_split_uri([narrowed], split)
         tf.io.gfile.makedirs(split_dir)

@@ -11,18 +11,21 @@ Signatures of ``<model>/Format-Serving/`` (all take or return batches ``[B]``):
                          user_activity     string [B]  "<=20", "21-100", ">100", "unknown"
                          movie_popularity  string [B]  "head", "torso", "tail", "unknown"
                        TFMA's preprocessing function: the label and the slice features.
-  eval_scores          serialized tf.Examples -> {"scores": [B, M]}: the query's score
-                       for every movie, column i = vocabulary row i (retrieval,
-                       multitask, sequential only); and, when the export knows the
-                       users' training movies, {"scores_excluding_rated": [B, M]}: the
-                       same with each user's training movies (never the label) scored
-                       float32's lowest value (HR@k / Recall@k / NDCG@k as served).
+  eval_ranks           serialized tf.Examples -> {"label_rank": [B]}: how many movies of
+                       the whole catalogue (vocabulary rows) the query scores strictly
+                       above the label (ties in the label's favour; a label not in the
+                       vocabulary: ``MISSING_RANK``) (retrieval, multitask, sequential
+                       only); and, when the export knows the users' training movies,
+                       {"label_rank_excluding_rated": [B]}: the same with each user's
+                       training movies (never the label) left out (HR@k / Recall@k /
+                       NDCG@k as served).
 
-So the Evaluator's top-K accuracy (``SparseTopKCategoricalAccuracy`` of ``scores``
-against ``label_index``) ranges over exactly the Trainer's candidate set -- the whole
-vocabulary, rows in ``movies.tsv`` order, the embeddings of ``candidates.npz`` -- and
-agrees with ``evaluation.evaluate_retrieval`` on the same split. Padding (movie id 0) and
-out-of-vocabulary ids are no column; an out-of-vocabulary label (-1) is a miss for both.
+So the Evaluator's top-K accuracy (``rank < k``, components/evaluator/metrics.py) ranges
+over exactly the Trainer's candidate set -- the whole vocabulary, rows in ``movies.tsv``
+order, the embeddings of ``candidates.npz`` -- and agrees with
+``evaluation.evaluate_retrieval`` on the same split. The scores are computed
+``EVAL_CHUNK`` movies at a time and only a count per example leaves the signature: what
+TFMA holds per example does not grow with the catalogue.
 
 The export holds no ScaNN op: the Evaluator (and stock TensorFlow Serving) load it as is.
 The Pusher builds the served models (with the index) from it and ``candidates.npz``.
@@ -45,6 +48,10 @@ from components.trainer import histories, inputs
 from components.trainer.evaluation import movie_rows
 from components.trainer.hparams import HParams
 from components.trainer.vocabulary import Vocabulary
+
+
+# Movies scored at once by eval_ranks: [B, EVAL_CHUNK] scores in memory, never [B, M].
+EVAL_CHUNK = 4096
 
 
 def _string_table(keys: np.ndarray, values: np.ndarray) -> tf.lookup.StaticHashTable:
@@ -102,7 +109,7 @@ def export_module(model, hparams: HParams, vocabulary: Vocabulary,
                   catalogue: Optional[np.ndarray] = None,
                   seen: Optional[histories.UserHistory] = None) -> tf.Module:
     """:class:`QueryModule` plus ``transform_features`` and (``catalogue`` [M, D]
-    given) ``eval_scores``, with ``scores_excluding_rated`` when ``seen`` (each user's
+    given) ``eval_ranks``, with ``label_rank_excluding_rated`` when ``seen`` (each user's
     training movies as vocabulary rows, ``evaluation.user_history``) is given; see the
     module docstring."""
     module = QueryModule(model, hparams, vocabulary)
@@ -143,17 +150,13 @@ def export_module(model, hparams: HParams, vocabulary: Vocabulary,
 
         @tf.function(input_signature=[
             tf.TensorSpec([None], tf.string, contract.EXAMPLES_INPUT)])
-        def eval_scores(serialized):
+        def eval_ranks(serialized):
             features = tf.io.parse_example(serialized, query_spec)
-            query = module.model.query_tower(features)
-            scores = tf.matmul(query, module.catalogue, transpose_b=True)
-            if seen is None:
-                return {contract.SCORES: scores}
-            return {contract.SCORES: scores, contract.SCORES_EXCLUDING_RATED: _mask_seen(
-                module, scores, features[contract.USER_ID],
-                module.movie_rows.lookup(features[key]))}
+            return _label_ranks(module, module.model.query_tower(features),
+                                module.movie_rows.lookup(features[key]),
+                                features[contract.USER_ID] if seen is not None else None)
 
-        module.eval_scores = eval_scores
+        module.eval_ranks = eval_ranks
     return module
 
 
@@ -169,20 +172,55 @@ def _add_seen(module: tf.Module, seen: histories.UserHistory) -> None:
                                      name="seen_values")
 
 
-def _mask_seen(module: tf.Module, scores, users, label_rows):
-    """``scores`` ``[B, M]`` with each user's training movies but the label at float32's
-    lowest value."""
+def _seen_pairs(module: tf.Module, users, label_rows):
+    """``(example [E], row [E])``: the training movies of each example's user, but the
+    label."""
     position = module.seen_users.lookup(tf.reshape(users, [-1]))
     starts = tf.gather(module.seen_splits, tf.maximum(position, 0))
     ends = tf.gather(module.seen_splits, tf.maximum(position, 0) + 1)
     lengths = tf.where(position >= 0, ends - starts, tf.zeros_like(starts))
     index = tf.ragged.range(starts, starts + lengths)                       # [B, None]
     rows = tf.gather(module.seen_values, index.flat_values)                 # [E]
-    batch = index.value_rowids()                                             # [E]
-    keep = tf.not_equal(rows, tf.gather(tf.reshape(label_rows, [-1]), batch))
-    where = tf.stack([tf.boolean_mask(batch, keep), tf.boolean_mask(rows, keep)], axis=1)
-    return tf.tensor_scatter_nd_update(
-        scores, where, tf.fill([tf.shape(where)[0]], scores.dtype.min))
+    example = index.value_rowids()                                           # [E]
+    keep = tf.not_equal(rows, tf.gather(label_rows, example))
+    return tf.boolean_mask(example, keep), tf.boolean_mask(rows, keep)
+
+
+def _label_ranks(module: tf.Module, query, label_rows, users=None):
+    """``eval_ranks``' outputs for queries ``[B, D]`` and label rows ``[B]`` (-1: not in
+    the vocabulary); with ``users`` ``[B]``, also with their training movies left out.
+    Scores ``[B, EVAL_CHUNK]`` at a time; the label's own column never counts."""
+    catalogue = module.catalogue
+    size = int(catalogue.shape[0])
+    label_scores = tf.reduce_sum(query * tf.gather(catalogue, tf.maximum(label_rows, 0)), -1)
+    if users is not None:
+        seen_example, seen_row = _seen_pairs(module, users, label_rows)
+    above = tf.zeros_like(label_rows)
+    above_seen = tf.zeros_like(label_rows)
+    batch = tf.shape(query, out_type=tf.int64)[0]
+    for start in range(0, size, EVAL_CHUNK):
+        width = min(EVAL_CHUNK, size - start)
+        scores = tf.matmul(query, catalogue[start:start + width], transpose_b=True)
+        columns = tf.range(start, start + width, dtype=tf.int64)
+        counted = (scores > label_scores[:, None]) & (columns[None, :] != label_rows[:, None])
+        above += tf.reduce_sum(tf.cast(counted, tf.int64), axis=1)
+        if users is not None:
+            inside = (seen_row >= start) & (seen_row < start + width)
+            where = tf.stack([tf.boolean_mask(seen_example, inside),
+                              tf.boolean_mask(seen_row, inside) - start], axis=1)
+            seen = tf.scatter_nd(where, tf.ones([tf.shape(where)[0]], tf.int32),
+                                 tf.stack([batch, tf.constant(width, tf.int64)])) > 0
+            above_seen += tf.reduce_sum(tf.cast(counted & seen, tf.int64), axis=1)
+    missing = label_rows < 0
+
+    def rank(count):
+        return tf.where(missing, tf.constant(contract.MISSING_RANK, tf.float32),
+                        tf.cast(count, tf.float32))
+
+    ranks = {contract.LABEL_RANK: rank(above)}
+    if users is not None:
+        ranks[contract.LABEL_RANK_EXCLUDING_RATED] = rank(above - above_seen)
+    return ranks
 
 
 def save(module: tf.Module, export_dir: str) -> str:
@@ -193,7 +231,7 @@ def save(module: tf.Module, export_dir: str) -> str:
         contract.TRANSFORM_SIGNATURE: module.transform_features.get_concrete_function(),
     }
     if hasattr(module, contract.EVAL_SIGNATURE):
-        signatures[contract.EVAL_SIGNATURE] = module.eval_scores.get_concrete_function()
+        signatures[contract.EVAL_SIGNATURE] = module.eval_ranks.get_concrete_function()
     tf.saved_model.save(module, export_dir, signatures=signatures)
     return export_dir
 

@@ -4,7 +4,7 @@ What lands where (file names from components/contract.py):
   <model>/Format-Serving/             SavedModel: the query tower (ranking: the model), with
                                       ``serving_default`` (raw tensors),
                                       ``serve_tf_examples``, and the Evaluator's
-                                      ``transform_features`` and ``eval_scores`` signatures
+                                      ``transform_features`` and ``eval_ranks`` signatures
                                       (see components/trainer/export.py)
   <model>/Format-Serving/assets.extra/
       candidates.npz                  movie ids [M] and their embeddings [M, D], rows in
@@ -109,7 +109,7 @@ def export(model, hparams: HParams, vocabulary: Vocabulary, vocabulary_dir: str,
            slices: Optional[SliceSpec] = None, history_files=None,
            seen: Optional[histories.UserHistory] = None) -> None:
     """The SavedModel (components/trainer/export.py: serving and Evaluator signatures;
-    with ``seen``, the users' :func:`training_movies`, ``eval_scores`` also scores with
+    with ``seen``, the users' :func:`training_movies`, ``eval_ranks`` also ranks with
     each user's training movies excluded) plus the candidate embeddings the Pusher
     indexes and, with ``history_files``, each user's rated movies (``rated.npz``) that
     serving leaves out."""
