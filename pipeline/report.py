@@ -110,6 +110,8 @@ def read_json(path: str) -> Optional[Dict]:
 def model_summary(metrics: Dict) -> str:
     """One line of a Trainer's eval metrics (metrics.json)."""
     shown = [f"{name}={metrics[name]:.4f}" for name in SUMMARY_METRICS if name in metrics]
+    if metrics.get(contract.EVAL_SAMPLED_USERS):
+        shown.append(f"on {metrics[contract.EVAL_SAMPLED_USERS]:,} sampled users")
     return " ".join(shown) + f" ({metrics.get('train_seconds', '?')} s training)"
 
 
