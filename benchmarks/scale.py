@@ -56,7 +56,8 @@ SIZES = example_gen_benchmark.SIZES
 _log = example_gen_benchmark._log  # pylint: disable=protected-access
 _DONE = re.compile(r"\[\d+/\d+\] (\S+).*?done in ([0-9.]+) s")
 _FIGURES = ("top_10", "top_100", "top_10_excluding_rated", "top_100_excluding_rated",
-            "rmse", "queries", "eval_sampled_users", "train_examples", "examples_seen")
+            "rmse", "queries", "eval_sampled_users", "train_examples", "examples_seen",
+            "fit_seconds", "evaluate_seconds")
 
 
 def run_pipeline(data_dir: pathlib.Path, output_root: pathlib.Path,
