@@ -262,3 +262,24 @@ def test_a_report_that_cannot_be_built_is_one_warning_line(tmp_path):
     assert line.startswith("warning: the run report could not be built: ValueError: no "
                            "pipeline run in "), line
     assert line.endswith(f"(traceback in {tmp_path / 'run.log'})")
+
+
+def test_the_page_says_when_a_budget_or_a_user_sample_applied():
+    """A model trained on fewer examples than epochs x its split, and evaluated on a
+    sample of users by its Trainer and Evaluator, is reported as such; a model without
+    either gets no note."""
+    metrics = {"train_examples": 800_000, "examples_seen": 1_001_472,
+               "hparams": {"epochs": 6}, contract.EVAL_SAMPLED_USERS: 2_000,
+               "eval_sample_seed": 0}
+    sampled = ModelRun("retrieval", "ran", metrics=metrics, eval_sampled_users=2_000)
+    notes = report_html.scale_notes(sampled)
+    assert len(notes) == 3
+    assert "2,000 users (seed 0)" in notes[0] and "Evaluator" in notes[1]
+    assert "1,001,472 examples (1.25 passes over the 800,000" in notes[2]
+    assert "6 segments" in notes[2]
+    whole = ModelRun("ranking", "ran", metrics={"train_examples": 80_000,
+                                                "examples_seen": 800_000,
+                                                "hparams": {"epochs": 10}})
+    assert report_html.scale_notes(whole) == []
+    page = report_html.models_section(RunRecord(1, "run", 0.0, {"retrieval": sampled}))
+    assert all(html.escape(note, quote=True) in page or note in page for note in notes)
