@@ -74,6 +74,10 @@ class Catalogue:
     def rated_by(self, user: int) -> List[int]:
         return [] if self.rated is None else self.rated.movies(user).tolist()
 
+    def recent_history(self, user: int) -> List[int]:
+        """The user's most recent movies, oldest first (serving.RatedMovies.recent)."""
+        return [] if self.rated is None else self.rated.recent(user).tolist()
+
     def popular(self, k: int, exclude: Sequence[int] = ()) -> List[Recommendation]:
         """The k most-rated movies not in ``exclude``; the score is the rating count."""
         excluded = set(int(m) for m in exclude)

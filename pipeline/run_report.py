@@ -310,7 +310,7 @@ def sample_recommendations(serving_root: str, users: int = SAMPLE_USERS,
                 if contract.USER_ID in kind.query_keys:
                     query, asked = f"user {user}", dict(user=user)
                 else:
-                    history = catalogue.rated_by(user)
+                    history = catalogue.recent_history(user)
                     query, asked = f"user {user}'s {len(history)} movies", dict(history=history)
                 _, items, _ = recommend.recommend(
                     serving_root, k, model_name=name, variant=recommend.BRUTE_FORCE,

@@ -820,3 +820,39 @@ def test_mirrored_strategy_on_two_logical_cpus(data, tmp_path):
     assert result["after"] < 0.98 * result["before"]
     assert result["export_error"] < 1e-5
     assert result["ranking_batch"] == 2 * hp.preset("ranking").batch_size
+
+
+def test_rated_npz_holds_each_users_latest_movies_in_time_order(tmp_path):
+    """Sequence models' rated.npz: beside each user's movies (by id), the context and
+    label of their latest example, oldest first -- found across batches and files in
+    any order, padding and unknown movies dropped."""
+    import dataclasses
+
+    vocab = dataclasses.replace(_small_vocab(), max_context_length=3,
+                                max_context_movie_genre_length=2)
+    hparams = hp.HParams(model=hp.SEQUENTIAL, embedding_dim=4, eval_batch_size=2)
+    # (user, timestamp, context, label): user 1's latest is the second example written.
+    rows = [(1, 100, [10, 11, 0], 12), (1, 300, [12, 13, 99], 14), (2, 50, [15, 0, 0], 10),
+            (1, 200, [11, 12, 0], 13), (2, 40, [0, 0, 0], 15)]
+    files = []
+    for part, chunk in enumerate((rows[:3], rows[3:])):
+        path = str(tmp_path / f"part-{part}.gz")
+        with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+            for user, time, context, label in chunk:
+                writer.write(inputs.serialize_example({
+                    contract.USER_ID: [user], contract.TIMESTAMP: [time],
+                    contract.CONTEXT_MOVIE_ID: context, contract.LABEL_MOVIE_ID: [label],
+                    contract.CONTEXT_MOVIE_RATING: [4.0] * 3,
+                    contract.CONTEXT_MOVIE_YEAR: [1990] * 3,
+                    contract.CONTEXT_MOVIE_GENRE: ["Drama", "UNK"]}))
+        files.append(path)
+    rated = export.rated_movies(hparams, vocab, [files[1], files[0]])
+    export.save_rated_movies(rated, str(tmp_path))
+    from components.pusher import serving
+
+    loaded = serving.RatedMovies(str(tmp_path / contract.RATED_FILE))
+    assert loaded.recent(1).tolist() == [12, 13, 14]      # 99: not in the vocabulary
+    assert loaded.recent(2).tolist() == [15, 10]
+    assert loaded.movies(1).tolist() == [10, 11, 12, 13, 14]
+    assert loaded.last_timestamp(1) == 300 and loaded.last_timestamp(2) == 50
+    assert loaded.recent(7).tolist() == []

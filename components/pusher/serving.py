@@ -281,6 +281,10 @@ class RatedMovies:
         self.last_timestamps = (data["last_timestamps"] if "last_timestamps" in data
                                 else np.zeros(len(self.user_ids), np.int64))
         self._history = histories.UserHistory(self.user_ids, self.row_splits, self.movie_ids)
+        self._recent = None  # models of sequences: each user's latest movies, in order
+        if "recent_row_splits" in data:
+            self._recent = histories.UserHistory(self.user_ids, data["recent_row_splits"],
+                                                 data["recent_movie_ids"])
 
     @classmethod
     def of_model(cls, model_dir: str) -> Optional["RatedMovies"]:
@@ -292,6 +296,14 @@ class RatedMovies:
 
     def movies(self, user) -> np.ndarray:
         return self._history.get(int(user), np.zeros(0, np.int64))
+
+    def recent(self, user) -> np.ndarray:
+        """The user's most recent movies, oldest first (the context and label of their
+        latest sequence example); without them in the file (models of ratings), the
+        user's movies in id order."""
+        if self._recent is None:
+            return self.movies(user)
+        return self._recent.get(int(user), np.zeros(0, np.int64))
 
     def last_timestamp(self, user) -> int:
         """The user's latest timestamp, or the latest of anyone for an unknown user."""
@@ -333,8 +345,8 @@ def query_inputs(names: Iterable[str], users: Optional[Sequence[int]] = None,
 def calibration_queries(query_model, source_model_dir: str, size: int = 256,
                         seed: int = 0) -> Optional[np.ndarray]:
     """Query embeddings [Q, D] of sample users (retrieval: user ids at their latest
-    timestamp; sequential: up to the padded context length of their movies as
-    histories) from ``rated.npz``; None without it."""
+    timestamp; sequential: their most recent movies, up to the padded context length,
+    as histories) from ``rated.npz``; None without it."""
     rated = RatedMovies.of_model(source_model_dir)
     if rated is None or len(rated.user_ids) == 0:
         return None
@@ -342,7 +354,7 @@ def calibration_queries(query_model, source_model_dir: str, size: int = 256,
     names = list(query_input_spec(query_model))
     if contract.CONTEXT_MOVIE_ID in names:
         length = context_length(source_model_dir)
-        inputs = query_inputs(names, histories=[rated.movies(u)[:length] for u in users],
+        inputs = query_inputs(names, histories=[rated.recent(u)[-length:] for u in users],
                               rated=rated,
                               users=None if contract.USER_ID not in names else users)
     else:

@@ -245,8 +245,13 @@ def rated_movies(hparams: HParams, vocabulary: Vocabulary,
       {"user_ids" [U], "row_splits" [U + 1], "movie_ids" [N], "last_timestamps" [U]}
 
     users ascending, each user's movie ids ascending, padding and unknown ids dropped.
-    Streamed a batch at a time: memory holds the distinct (user, movie) pairs and one
-    latest timestamp per user, as numpy arrays (components/trainer/histories.py)."""
+    Models that read sequence examples also get each user's most recent movies in time
+    order -- the context and label of the user's latest example, oldest first -- as
+    ``"recent_row_splits"`` [U + 1] and ``"recent_movie_ids"``: the history a sequence
+    query of that user is built from (the report's samples, the ScaNN calibration).
+    Streamed a batch at a time: memory holds the distinct (user, movie) pairs, and one
+    timestamp (and one latest example) per user, as numpy arrays
+    (components/trainer/histories.py)."""
     patterns = [p for pattern in file_patterns
                 for p in ([pattern] if isinstance(pattern, str) else pattern)]
     keys = hparams.kind.history_keys
@@ -254,33 +259,54 @@ def rated_movies(hparams: HParams, vocabulary: Vocabulary,
                          [contract.USER_ID, contract.TIMESTAMP, *keys])
     dataset = inputs.make_dataset(patterns, spec, hparams.eval_batch_size, shuffle=False)
     pairs = histories.PairAccumulator()
-    last_users, last_times = np.zeros(0, np.int64), np.zeros(0, np.int64)  # [U] so far
+    sequences = hparams.kind.examples == contract.SEQUENCE
+    # [U] so far: users, their latest timestamp and (sequences) that example's movies.
+    last_users, last_times = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    last_movies = None
     for batch in dataset:
         user = batch[contract.USER_ID].numpy().reshape(-1)
-        last_users, last_times = _latest_per_user(
+        movies = None
+        if sequences:  # context (oldest first, 0-padded at the end) then the label
+            movies = np.concatenate([
+                batch[contract.CONTEXT_MOVIE_ID].numpy().reshape(len(user), -1),
+                batch[contract.LABEL_MOVIE_ID].numpy().reshape(len(user), 1)], axis=1)
+            if last_movies is not None:
+                movies = np.concatenate([last_movies, movies])
+        last_users, last_times, last_movies = _latest_per_user(
             np.concatenate([last_users, user]),
-            np.concatenate([last_times, batch[contract.TIMESTAMP].numpy().reshape(-1)]))
+            np.concatenate([last_times, batch[contract.TIMESTAMP].numpy().reshape(-1)]),
+            movies)
         for key in keys:
             ids = batch[key].numpy().reshape(-1)
             known = movie_rows(vocabulary, ids) >= 0
             pairs.add(np.repeat(user, len(ids) // max(len(user), 1))[known], ids[known])
     rated = pairs.result()
-    return {  # every rated user had a timestamp in the same batches
+    latest = np.searchsorted(last_users, rated.user_ids)  # every rated user has one
+    result = {
         "user_ids": rated.user_ids,
         "row_splits": rated.row_splits,
         "movie_ids": rated.values,
-        "last_timestamps": last_times[np.searchsorted(last_users, rated.user_ids)]
-        .astype(np.int64),
+        "last_timestamps": last_times[latest].astype(np.int64),
     }
+    if sequences:
+        recent = last_movies[latest] if last_movies is not None else np.zeros((0, 1), np.int64)
+        keep = movie_rows(vocabulary, recent.reshape(-1)).reshape(recent.shape) >= 0
+        result["recent_row_splits"] = np.concatenate(
+            [[0], np.cumsum(keep.sum(axis=1))]).astype(np.int64)
+        result["recent_movie_ids"] = recent[keep].astype(np.int64)  # row-major: in order
+    return result
 
 
-def _latest_per_user(users: np.ndarray, timestamps: np.ndarray):
-    """``(users [u], latest timestamp [u])``: each distinct user once, ascending."""
-    order = np.lexsort((timestamps, users))
+def _latest_per_user(users: np.ndarray, timestamps: np.ndarray,
+                     movies: Optional[np.ndarray] = None):
+    """``(users [u], latest timestamp [u], that example's movies [u, ...] or None)``:
+    each distinct user once, ascending (of equal timestamps, the last one given)."""
+    order = np.lexsort((np.arange(len(users)), timestamps, users))
     users, timestamps = users[order], timestamps[order]
     last = np.ones(len(users), bool)
     last[:-1] = users[1:] != users[:-1]
-    return users[last], timestamps[last]
+    return (users[last], timestamps[last],
+            None if movies is None else movies[order][last])
 
 
 def save_rated_movies(rated: Dict[str, np.ndarray], directory: str) -> str:
