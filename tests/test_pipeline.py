@@ -115,3 +115,25 @@ def test_unknown_model_is_refused_before_running(small_data, capsys):
     code = pipeline_runner.main(["run", "--data-dir", small_data, "--models", "retrieval,foo"])
     assert code == 2
     assert "unknown model kind 'foo'" in capsys.readouterr().err
+
+
+def test_beam_components_skip_tfxs_sdist_only_on_the_direct_runner(monkeypatch):
+    """On the DirectRunner TFX builds no sdist of itself for the Beam components (their
+    workers share this environment); any other runner, or named dependencies, keep
+    TFX's own handling."""
+    from tfx.utils import dependency_utils
+
+    from pipeline.pipeline import beam_pipeline_args
+
+    local = beam_pipeline_args(["--direct_running_mode=in_memory"])
+    assert local[0] == "--direct_running_mode=in_memory"
+    assert local[1].startswith("--sdk_container_image=apache/beam_python3.")
+    built = []
+    monkeypatch.setattr(dependency_utils, "build_ephemeral_package",
+                        lambda: built.append(1) or "tfx.tar.gz")
+    assert dependency_utils.make_beam_dependency_flags(local) == local and not built
+    for args in (["--runner=DataflowRunner", "--project=p"], ["--extra_package=x.tar.gz"],
+                 ["--runner=DirectRunner", "--sdk_container_image=mine"]):
+        assert beam_pipeline_args(args) == args
+    remote = dependency_utils.make_beam_dependency_flags(["--runner=DataflowRunner"])
+    assert remote[-1] == "--extra_package=tfx.tar.gz" and built
