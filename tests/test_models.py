@@ -719,6 +719,9 @@ def test_training_budget_keeps_the_schedule_and_caps_the_examples(data):
         counter = Batches()
         model = distribute.build_and_fit(hparams, data["vocab"], train, callbacks=[counter])
         assert counter.per_epoch == expected
+        # No catalogue top-K in the epoch history: not computed while training.
+        assert "loss" in model.history.history
+        assert not [name for name in model.history.history if "top_k" in name]
         assert model.train_examples == size
         assert model.examples_seen == (3 * size if hparams is whole else 3 * steps * 256)
         np.testing.assert_allclose(counter.rates, [

@@ -65,7 +65,10 @@ class _Model(tfrs.Model):
             total_loss = loss + regularization_loss
         gradients = tape.gradient(total_loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        logs = {metric.name: metric.result() for metric in self.metrics}
+        # The catalogue top-K metrics only when computed in training: otherwise their
+        # untouched zeros would read as measurements in the epoch history.
+        logs = {metric.name: metric.result() for metric in self.metrics
+                if self.hparams.train_top_k_metrics or "top_k" not in metric.name}
         logs.update(loss=loss, regularization_loss=regularization_loss,
                     total_loss=total_loss)
         return logs
