@@ -144,6 +144,8 @@ def export_module(model, hparams: HParams, vocabulary: Vocabulary,
         spec = inputs.feature_spec(hparams, vocabulary)
         query_spec = {name: spec[name] for name in query_input_signature(hparams)}
 
+        # The label is ranked; the user's training movies, when given, are left out.
+        query_spec = {**query_spec, key: transform_spec[key]}
         if seen is not None:
             _add_seen(module, seen)
             query_spec = {**query_spec, **transform_spec}
