@@ -467,15 +467,34 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_xdist_make_scheduler(config, log):
     """Under ``-n N`` (pytest-xdist): one unit of work per test module, the served
-    modules forming one unit (see SERVED_MODULES)."""
+    modules forming one unit (see SERVED_MODULES), dealt in the collection's order (slow
+    units first, see _SLOW_FIRST) to whichever worker has nothing left to run."""
     from xdist.scheduler import LoadScopeScheduling
 
     if config.getvalue("dist") == "each":
         return None
+    # xdist's default (--loadscope-reorder) deals the units with the most tests first,
+    # which put a few-test, minutes-long module (test_interruption, the Vertex runs)
+    # last, on one worker, while the other had finished.
+    config.option.loadscopereorder = False
 
     class ByModuleServedTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
             return _group(os.path.splitext(os.path.basename(path))[0])
+
+        def _reschedule(self, node) -> None:
+            # xdist hands a worker its next unit when two of its tests are left; a unit
+            # runs after the worker's current one, however long that one's last tests
+            # take, even if the other worker is idle by then. Here the next unit goes
+            # to a worker at its last test: a worker runs an item only once it knows
+            # the next one (or is told to shut down), so it waits there.
+            if node.shutting_down:
+                return
+            if not self.workqueue:
+                node.shutdown()
+                return
+            if self._pending_of(self.assigned_work[node]) <= 1:
+                self._assign_work_unit(node)
 
     return ByModuleServedTogether(config, log)
