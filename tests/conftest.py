@@ -437,8 +437,8 @@ SERVED_MODULES = {"test_batch_recommend", "test_console_output", "test_evaluator
                   "test_run_report", "test_served_agreement", "test_settings",
                   "test_two_stage"}
 SERVED_GROUP = "served_pipeline"
-_SLOW_FIRST = (SERVED_GROUP, "test_vertex_entrypoint", "test_validation",
-               "test_interruption", "test_models", "test_example_gen")
+_SLOW_FIRST = (SERVED_GROUP, "test_vertex_entrypoint", "test_models", "test_validation",
+               "test_example_gen", "test_interruption", "test_attention")
 
 
 def _group(module: str) -> str:
