@@ -241,6 +241,16 @@ def run_example_gen(tmp_path_factory):
     return run
 
 
+@pytest.fixture(scope="session")
+def ml100k_run(ml100k_dir, run_example_gen):
+    """The example generator on the real MovieLens-100K with the sequential tutorial's
+    flags (the defaults), once per session: test_example_gen checks it against the
+    reference, test_validation's curated schemas must accept it. Read only. The two
+    modules are one scheduling unit (see _group), so that it runs once under xdist too."""
+    return run_example_gen(ml100k_dir, min_rating=2, min_timeline_length=3,
+                           max_context_length=10, max_context_movie_genre_length=10)
+
+
 @dataclasses.dataclass
 class ServedRuns:
     """Pipeline runs with Evaluators and Pushers (see :func:`served_pipeline`)."""
@@ -437,13 +447,18 @@ SERVED_MODULES = {"test_batch_recommend", "test_console_output", "test_evaluator
                   "test_run_report", "test_served_agreement", "test_settings",
                   "test_two_stage"}
 SERVED_GROUP = "served_pipeline"
-_SLOW_FIRST = (SERVED_GROUP, "test_vertex_entrypoint", "test_models", "test_validation",
-               "test_example_gen", "test_interruption", "test_attention")
+# The modules that read the session's ML-100K example generation (ml100k_run).
+ML100K_MODULES = {"test_example_gen", "test_validation"}
+ML100K_GROUP = "ml100k_run"
+_SLOW_FIRST = (SERVED_GROUP, "test_vertex_entrypoint", "test_models", ML100K_GROUP,
+               "test_interruption", "test_attention")
 
 
 def _group(module: str) -> str:
     """The scheduling unit of a test module."""
-    return SERVED_GROUP if module in SERVED_MODULES else module
+    if module in SERVED_MODULES:
+        return SERVED_GROUP
+    return ML100K_GROUP if module in ML100K_MODULES else module
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -457,6 +472,10 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(
                 f"{item.nodeid} reads the served pipeline: add {module} to SERVED_MODULES "
                 f"in tests/conftest.py (or each worker runs the pipeline again)")
+        if "ml100k_run" in fixtures and module not in ML100K_MODULES:
+            raise pytest.UsageError(
+                f"{item.nodeid} reads ml100k_run: add {module} to ML100K_MODULES in "
+                f"tests/conftest.py (or each worker runs the example generator again)")
 
     def rank(item):
         group = _group(item.module.__name__)
