@@ -451,7 +451,8 @@ SERVED_GROUP = "served_pipeline"
 ML100K_MODULES = {"test_example_gen", "test_validation"}
 ML100K_GROUP = "ml100k_run"
 _SLOW_FIRST = (SERVED_GROUP, "test_vertex_entrypoint", "test_models", ML100K_GROUP,
-               "test_interruption", "test_attention")
+               "test_interruption", "test_dirty_data", "test_attention",
+               "test_remote_example_gen", "test_kubeflow")
 
 
 def _group(module: str) -> str:
