@@ -241,6 +241,16 @@ def run_example_gen(tmp_path_factory):
     return run
 
 
+@pytest.fixture(scope="session")
+def ml100k_run(ml100k_dir, run_example_gen):
+    """The example generator on the real MovieLens-100K with the sequential tutorial's
+    flags (the defaults), once per session: test_example_gen checks it against the
+    reference, test_validation's curated schemas must accept it. Read only. The two
+    modules are one scheduling unit (see _group), so that it runs once under xdist too."""
+    return run_example_gen(ml100k_dir, min_rating=2, min_timeline_length=3,
+                           max_context_length=10, max_context_movie_genre_length=10)
+
+
 @dataclasses.dataclass
 class ServedRuns:
     """Pipeline runs with Evaluators and Pushers (see :func:`served_pipeline`)."""
@@ -437,13 +447,19 @@ SERVED_MODULES = {"test_batch_recommend", "test_console_output", "test_evaluator
                   "test_run_report", "test_served_agreement", "test_settings",
                   "test_two_stage"}
 SERVED_GROUP = "served_pipeline"
-_SLOW_FIRST = (SERVED_GROUP, "test_vertex_entrypoint", "test_validation",
-               "test_interruption", "test_models", "test_example_gen")
+# The modules that read the session's ML-100K example generation (ml100k_run).
+ML100K_MODULES = {"test_example_gen", "test_validation"}
+ML100K_GROUP = "ml100k_run"
+_SLOW_FIRST = (SERVED_GROUP, "test_vertex_entrypoint", "test_models", ML100K_GROUP,
+               "test_interruption", "test_dirty_data", "test_attention",
+               "test_remote_example_gen", "test_kubeflow")
 
 
 def _group(module: str) -> str:
     """The scheduling unit of a test module."""
-    return SERVED_GROUP if module in SERVED_MODULES else module
+    if module in SERVED_MODULES:
+        return SERVED_GROUP
+    return ML100K_GROUP if module in ML100K_MODULES else module
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -457,6 +473,10 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(
                 f"{item.nodeid} reads the served pipeline: add {module} to SERVED_MODULES "
                 f"in tests/conftest.py (or each worker runs the pipeline again)")
+        if "ml100k_run" in fixtures and module not in ML100K_MODULES:
+            raise pytest.UsageError(
+                f"{item.nodeid} reads ml100k_run: add {module} to ML100K_MODULES in "
+                f"tests/conftest.py (or each worker runs the example generator again)")
 
     def rank(item):
         group = _group(item.module.__name__)
@@ -467,15 +487,34 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_xdist_make_scheduler(config, log):
     """Under ``-n N`` (pytest-xdist): one unit of work per test module, the served
-    modules forming one unit (see SERVED_MODULES)."""
+    modules forming one unit (see SERVED_MODULES), dealt in the collection's order (slow
+    units first, see _SLOW_FIRST) to whichever worker has nothing left to run."""
     from xdist.scheduler import LoadScopeScheduling
 
     if config.getvalue("dist") == "each":
         return None
+    # xdist's default (--loadscope-reorder) deals the units with the most tests first,
+    # which put a few-test, minutes-long module (test_interruption, the Vertex runs)
+    # last, on one worker, while the other had finished.
+    config.option.loadscopereorder = False
 
     class ByModuleServedTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
             return _group(os.path.splitext(os.path.basename(path))[0])
+
+        def _reschedule(self, node) -> None:
+            # xdist hands a worker its next unit when two of its tests are left; a unit
+            # runs after the worker's current one, however long that one's last tests
+            # take, even if the other worker is idle by then. Here the next unit goes
+            # to a worker at its last test: a worker runs an item only once it knows
+            # the next one (or is told to shut down), so it waits there.
+            if node.shutting_down:
+                return
+            if not self.workqueue:
+                node.shutdown()
+                return
+            if self._pending_of(self.assigned_work[node]) <= 1:
+                self._assign_work_unit(node)
 
     return ByModuleServedTogether(config, log)

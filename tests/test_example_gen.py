@@ -156,11 +156,13 @@ def _share(run, kind: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def ml100k(ml100k_dir, run_example_gen):
-    """One run on ml-100k per session (~30-40 s), and the reference's data."""
-    run = run_example_gen(ml100k_dir, min_rating=2, min_timeline_length=3,
-                          max_context_length=10, max_context_movie_genre_length=10)
-    return run, reference.load(ml100k_dir)
+def ml100k(ml100k_run, ml100k_dir):
+    """The session's run on ml-100k (conftest.ml100k_run: min_rating 2, timelines of 3
+    or more, contexts padded to 10), and the reference's data."""
+    yield ml100k_run, reference.load(ml100k_dir)
+    # The parsed examples (hundreds of MB) were this module's only: the session keeps the run.
+    for key in [key for key in ml100k_run._cache if key[0] == "examples"]:
+        del ml100k_run._cache[key]
 
 
 def test_ml100k_sequence_examples_match_reference(ml100k):

@@ -96,14 +96,14 @@ def _anomalies_artifact(tmp_path, by_split):
 
 
 @pytest.fixture(scope="module")
-def clean_examples(synthetic_data, run_example_gen, ml100k_dir):
+def clean_examples(synthetic_data, run_example_gen, ml100k_run):
     """Serialized examples by (source, kind, split): synthetic data of the three layouts
-    and the real MovieLens-100K, through the example generator."""
+    and the real MovieLens-100K (the session's run, conftest.ml100k_run), through the
+    example generator."""
     examples = {}
-    sources = {fmt: synthetic_data(fmt) for fmt in ("100k", "1m", "csv")}
-    sources["ml-100k"] = ml100k_dir
-    for source, data_dir in sources.items():
-        run = run_example_gen(data_dir)
+    runs = {fmt: run_example_gen(synthetic_data(fmt)) for fmt in ("100k", "1m", "csv")}
+    runs["ml-100k"] = ml100k_run
+    for source, run in runs.items():
         for kind in ("sequence", "rating"):
             for split in ("train", "eval"):
                 examples[source, kind, split] = run.serialized(kind, split)
