@@ -95,11 +95,15 @@ def test_narrowed_split_keeps_exactly_the_sampled_users_records(tmp_path):
     with tf.io.TFRecordWriter(source, options="GZIP") as writer:
         for record in records:
             writer.write(record)
-    kept = user_sample.narrow_split(source, np.array([1, 9, 42]), str(tmp_path / "out.gz"))
-    written = [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / "out.gz"),
-                                                          compression_type="GZIP")]
+    kept = user_sample.narrow_split(source, np.array([1, 9, 42]), str(tmp_path / "out"),
+                                    shards=3)
+    shards = [[r.numpy() for r in tf.data.TFRecordDataset(
+        str(tmp_path / f"out-{i:05d}-of-00003.gz"), compression_type="GZIP")]
+        for i in range(3)]
     expected = [r for r, user in zip(records, [3, 1, 2, 3, 5, 1, 9] * 2000) if user in (1, 9)]
-    assert kept == len(written) == 6000 and written == expected
+    assert kept == sum(map(len, shards)) == 6000
+    for i, shard in enumerate(shards):  # dealt round-robin, in order
+        assert shard == expected[i::3]
 
 
 def test_ranking_evaluator_rmse_equals_the_trainers(served_pipeline):

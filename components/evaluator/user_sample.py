@@ -37,20 +37,31 @@ def sampled_users(model_uri: str) -> Optional[np.ndarray]:
         return np.load(handle)["user_ids"].astype(np.int64)
 
 
-def narrow_split(file_pattern: str, user_ids: np.ndarray, out_file: str) -> int:
+def narrow_split(file_pattern: str, user_ids: np.ndarray, out_prefix: str,
+                 shards: int = 1) -> int:
     """Writes the records of ``file_pattern`` (gzipped tf.Examples) whose ``user_id`` is
-    in ``user_ids`` to ``out_file`` (gzipped); returns how many."""
+    in ``user_ids``, in their order, dealt round-robin over ``shards`` gzipped files
+    ``<out_prefix>-<i>-of-<shards>.gz`` (several, so that Beam's workers share the
+    evaluation: one gzipped file is read, and evaluated, by one worker); returns how
+    many."""
     spec = {contract.USER_ID: tf.io.FixedLenFeature([], tf.int64)}
-    records = tf.data.TFRecordDataset(tf.io.gfile.glob(file_pattern),
+    records = tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(file_pattern)),
                                       compression_type="GZIP").batch(_READ_BATCH)
     wanted = np.unique(np.asarray(user_ids, np.int64))
+    shards = max(1, int(shards))
+    writers = [tf.io.TFRecordWriter(f"{out_prefix}-{i:05d}-of-{shards:05d}.gz",
+                                    options="GZIP") for i in range(shards)]
     kept = 0
-    with tf.io.TFRecordWriter(out_file, options="GZIP") as writer:
+    try:
         for batch in records:
             users = tf.io.parse_example(batch, spec)[contract.USER_ID].numpy()
+            serialized = batch.numpy()
             for index in np.flatnonzero(np.isin(users, wanted)):
-                writer.write(batch[index].numpy())
+                writers[kept % shards].write(serialized[index])
                 kept += 1
+    finally:
+        for writer in writers:
+            writer.close()
     return kept
 
 
@@ -74,7 +85,8 @@ def narrowed_examples(examples: types.Artifact, splits: Sequence[str],
         split_dir = artifact_utils.get_split_uri([narrowed], split)
         tf.io.gfile.makedirs(split_dir)
         source = io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], split))
-        kept = narrow_split(source, user_ids, os.path.join(split_dir, "sample.gz"))
+        kept = narrow_split(source, user_ids, os.path.join(split_dir, "sample"),
+                            shards=len(tf.io.gfile.glob(source)))
         if not kept:
             raise ValueError(f"none of the {len(user_ids)} sampled users has an example "
                              f"in the {split!r} split")
