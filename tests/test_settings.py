@@ -133,10 +133,12 @@ def test_hyperparameters_from_command_line_and_file_reach_the_trained_models(
     option = _metrics(executions, f"{model.capitalize()}Trainer")
     assert option["hparams"][name] == value != getattr(preset(model), name)
     assert option["top_100"] >= 0
-    ((model, from_file),) = SERVED_HPARAMS_FILE["training"]["hparams"].items()
-    ((name, value),) = from_file.items()
-    assert _metrics(executions, f"{model.capitalize()}Trainer")["hparams"][name] == value
-    assert value != getattr(preset(model), name)  # not the default
+    from_file = SERVED_HPARAMS_FILE["training"]["hparams"]
+    assert len(from_file) == 2  # retrieval's embedding_dim, sequential's eval_sample_users
+    for model, values in from_file.items():
+        trained = _metrics(executions, f"{model.capitalize()}Trainer")["hparams"]
+        for name, value in values.items():
+            assert trained[name] == value != getattr(preset(model), name)  # not the default
 
 
 @pytest.mark.e2e
