@@ -33,10 +33,11 @@ def _wait_for(condition, timeout, what, process=None):
 def interrupted(tmp_path_factory):
     """Run A is started, a concurrent run B is tried, A is SIGKILLed while training."""
     data_dir = str(tmp_path_factory.mktemp("data"))
-    # 60 epochs of 3,000 ratings: run A is still training seconds after its first epoch
-    # (training alone takes several seconds, the export more), and the resumed run, which
-    # trains them all again, stays cheap.
-    synthetic.generate(data_dir, users=120, movies=150, ratings=3000, fmt="100k", seed=5)
+    # 60 epochs of 6,000 ratings: run A is still training after run B (started after A
+    # takes the lock) has loaded TFX and been refused, on a loaded machine too -- with
+    # 3,000, A's Trainer finished first under load -- and the resumed run, which trains
+    # them all again, stays cheap.
+    synthetic.generate(data_dir, users=120, movies=150, ratings=6000, fmt="100k", seed=5)
     root = str(tmp_path_factory.mktemp("outputs"))
     argv = ["run", "--data-dir", data_dir, "--output-root", root, "--models", "retrieval",
             "--epochs", "60", "--beam-arg=--direct_running_mode=in_memory"]
