@@ -58,8 +58,7 @@ class OutputPaths:
 
 def _write_text(pcoll_of_one_text, path: str, label: str):
     """Writes the single string of a PCollection to ``path`` (one file, no shard suffix)."""
-    _ = pcoll_of_one_text | label >> beam.io.WriteToText(
-        path, shard_name_template="", num_shards=1)
+    _ = pcoll_of_one_text | label >> records.WriteTextFile(path)
 
 
 def _write_file(path: str, text: str) -> None:

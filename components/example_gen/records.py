@@ -1,4 +1,5 @@
-"""Examples as gzipped TFRecord files: tf.Example encoding, TFRecord framing, the sink.
+"""Examples as gzipped TFRecord files: tf.Example encoding, TFRecord framing, the sink;
+and the small one-element outputs (vocabularies, statistics) as single text files.
 
 Each user's examples are encoded (tfx-bsl's C++ encoder) and framed into one blob of
 whole TFRecords on the worker that built them, so the sink only appends bytes: no
@@ -13,6 +14,7 @@ from typing import Dict, Iterable, List, Mapping
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io import filebasedsink
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.filesystem import CompressionTypes
 
 
@@ -78,3 +80,25 @@ class WriteFramedTFRecords(beam.PTransform):
 
     def expand(self, pcoll):
         return pcoll | beam.io.Write(self._sink)
+
+
+def _write_text_file(text: str, path: str) -> None:
+    with FileSystems.create(path, mime_type="text/plain") as handle:
+        handle.write(text.encode("utf-8") + b"\n")
+
+
+class WriteTextFile(beam.PTransform):
+    """Writes the single string of a PCollection to ``path``, newline-terminated (one file,
+    no shard suffix).
+
+    One ParDo, where ``beam.io.WriteToText(num_shards=1)`` adds a sink's temporary files,
+    finalization and side inputs (about ten transforms and four stages) to move one
+    element: the same bytes, written again whole if a runner retries the bundle.
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._path = path
+
+    def expand(self, pcoll):
+        return pcoll | beam.Map(_write_text_file, self._path)
