@@ -41,6 +41,9 @@ import components  # noqa: F401  (Keras 2 before TensorFlow)
 
 import numpy as np
 import tensorflow as tf
+# tf_keras' switch behind ``Model.save(save_traces=False)``, for a module that holds a
+# Keras model: pinned in requirements.lock (see ``save``).
+from tf_keras.src.saving.legacy.saved_model import utils as keras_saving
 
 from components import contract
 from components.evaluator import slices as slices_lib
@@ -226,7 +229,13 @@ def _label_ranks(module: tf.Module, query, label_rows, users=None):
 
 
 def save(module: tf.Module, export_dir: str) -> str:
-    """Saves ``export_module``'s result with every signature it has."""
+    """Saves ``export_module``'s result with every signature it has.
+
+    Without Keras' per-layer traces: every reader (TFMA's ``tf_generic`` model, the
+    Pusher, ``recommend``) loads the SavedModel with ``tf.saved_model.load`` and calls
+    its signatures, never a layer; tracing each layer's call functions for Keras'
+    own loader took most of an export's time. The variables and lookup tables are
+    saved either way."""
     signatures = {
         contract.SERVING_SIGNATURE: module.serve.get_concrete_function(),
         contract.TF_EXAMPLES_SIGNATURE: module.serve_tf_examples.get_concrete_function(),
@@ -234,7 +243,8 @@ def save(module: tf.Module, export_dir: str) -> str:
     }
     if hasattr(module, contract.EVAL_SIGNATURE):
         signatures[contract.EVAL_SIGNATURE] = module.eval_ranks.get_concrete_function()
-    tf.saved_model.save(module, export_dir, signatures=signatures)
+    with keras_saving.keras_option_scope(save_traces=False):
+        tf.saved_model.save(module, export_dir, signatures=signatures)
     return export_dir
 
 
