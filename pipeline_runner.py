@@ -269,16 +269,18 @@ def run(config: configs.PipelineConfig,
         session: Optional[console.Session] = None) -> List[dict]:
     """Runs the pipeline with LocalDagRunner; returns what each component did.
     ``session``: shows the components and epochs as they run (pipeline/console.py)."""
-    from tfx import v1 as tfx  # pylint: disable=import-outside-toplevel
-
-    from pipeline import pipeline as pipeline_module, report  # pylint: disable=import-outside-toplevel
-
     started = time.time()
-    pipeline = pipeline_module.create_pipeline(config)
-    with local_lock.exclusive_run(config.output_root), \
-            (session.watch(pipeline) if session else contextlib.nullcontext()):
-        tfx.orchestration.LocalDagRunner().run(pipeline)
-        executions = report.latest_run(config)
+    # The lock first: a second run on the same output root is refused in a moment, not
+    # after TFX and TensorFlow have loaded.
+    with local_lock.exclusive_run(config.output_root):
+        from tfx import v1 as tfx  # pylint: disable=import-outside-toplevel
+
+        from pipeline import pipeline as pipeline_module, report  # pylint: disable=import-outside-toplevel
+
+        pipeline = pipeline_module.create_pipeline(config)
+        with session.watch(pipeline) if session else contextlib.nullcontext():
+            tfx.orchestration.LocalDagRunner().run(pipeline)
+            executions = report.latest_run(config)
     seconds = time.time() - started
     report.print_summary(config, executions, seconds)  # a quiet session's: into the log
     if session and session.quiet:  # and the short one on its console

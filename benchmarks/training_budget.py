@@ -7,7 +7,8 @@ sample).
         --output-root /tmp/scale/run-1m --model ranking --budgets 1000000,2000000,3000000
 
 ``--output-root``: a run of ``pipeline_runner.py run`` (``benchmarks/scale.py`` leaves one
-per size). ``--set name=value`` overrides a hyperparameter in every row. One JSON line
+per size). ``--hparam MODEL.NAME=VALUE`` (the run's own syntax) overrides a
+hyperparameter of ``--model`` in every row. One JSON line
 per budget, then one JSON object with every row. Run it on a quiet machine: the fit
 times are only comparable within one run.
 """
@@ -24,28 +25,19 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 _FIGURES = ("rmse", "top_10", "top_100", "top_100_excluding_rated", "ndcg_10")
 
 
-def example_outputs(output_root: str) -> Dict[str, List[str]]:
-    """The example generator's output artifacts (name -> URIs) of the run's latest
-    execution."""
-    # pylint: disable=import-outside-toplevel
-    from components import contract
-    from pipeline import report
-    from pipeline.configs import PipelineConfig
-
-    for execution in report.latest_run(PipelineConfig(data_dir="", output_root=output_root)):
-        if contract.VOCABULARY in execution["outputs"]:
-            return execution["outputs"]
-    raise SystemExit(f"error: no example generation in the run under {output_root}")
-
-
 def sweep(output_root: str, model: str, budgets: List[int],
           overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
     # pylint: disable=import-outside-toplevel
     from components import contract
     from components.trainer import distribute, hparams as hp, run
     from components.trainer.vocabulary import load_vocabulary
+    from pipeline import report
+    from pipeline.configs import PipelineConfig
 
-    outputs = example_outputs(output_root)
+    outputs = report.latest_outputs(PipelineConfig(data_dir="", output_root=output_root),
+                                    contract.VOCABULARY)
+    if not outputs:
+        raise SystemExit(f"error: no example generation in the run under {output_root}")
     vocabulary = load_vocabulary(outputs[contract.VOCABULARY][0])
     rows = []
     for budget in budgets:
@@ -72,16 +64,19 @@ def main(argv=None) -> None:
     parser.add_argument("--output-root", required=True)
     parser.add_argument("--model", default="ranking")
     parser.add_argument("--budgets", default="1000000,2000000,3000000")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a hyperparameter for every row (JSON value)")
+    parser.add_argument("--hparam", action="append", default=[], metavar="MODEL.NAME=VALUE",
+                        help="a hyperparameter for every row, as pipeline_runner.py's")
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        name, _, value = item.partition("=")
-        try:
-            overrides[name] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[name] = value
+    from pipeline import options  # pylint: disable=import-outside-toplevel
+
+    try:
+        overrides = options.parse_hparams(args.hparam)
+    except ValueError as error:
+        parser.error(str(error))
+    unknown = sorted(set(overrides) - {args.model})
+    if unknown:
+        parser.error(f"--hparam names {unknown}, but --model is {args.model!r}")
+    overrides = overrides.get(args.model, {})
     budgets = [int(b) for b in args.budgets.split(",") if b]
     rows = sweep(args.output_root, args.model, budgets, overrides)
     print(json.dumps({"model": args.model, "overrides": overrides, "rows": rows}))

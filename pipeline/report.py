@@ -94,6 +94,15 @@ def latest_run(config: PipelineConfig) -> List[Dict]:
     return _executions(store, run, config.pipeline_name + ".")
 
 
+def latest_outputs(config: PipelineConfig, key: str) -> Dict[str, List[str]]:
+    """Output URIs by key of the newest run's first execution that has an output
+    ``key`` (e.g. the example generator's, by ``contract.VOCABULARY``); {} if none."""
+    for execution in latest_run(config):
+        if key in execution["outputs"]:
+            return execution["outputs"]
+    return {}
+
+
 # The figures a model summary shows, in this order, when the metrics have them.
 SUMMARY_METRICS = ("top_10", "top_100", "top_10_excluding_rated", "top_100_excluding_rated",
                     "rmse", "mean_rating_rmse")

@@ -201,6 +201,11 @@ class ExampleGenRun:
             self._cache[key] = examples_to_dicts(self.serialized(kind, split))
         return self._cache[key]
 
+    def drop_parsed(self) -> None:
+        """Frees the parsed examples (the serialized records stay cached)."""
+        for key in [key for key in self._cache if key[0] == "examples"]:
+            del self._cache[key]
+
     def all_examples(self, kind: str) -> List[Dict[str, list]]:
         return self.examples(kind, "train") + self.examples(kind, "eval")
 

@@ -95,7 +95,7 @@ def test_narrowed_split_keeps_exactly_the_sampled_users_records(tmp_path):
     with tf.io.TFRecordWriter(source, options="GZIP") as writer:
         for record in records:
             writer.write(record)
-    kept = user_sample.narrow_split(source, np.array([1, 9, 42]), str(tmp_path / "out"),
+    kept = user_sample.narrow_split([source], np.array([1, 9, 42]), str(tmp_path / "out"),
                                     shards=3)
     shards = [[r.numpy() for r in tf.data.TFRecordDataset(
         str(tmp_path / f"out-{i:05d}-of-00003.gz"), compression_type="GZIP")]

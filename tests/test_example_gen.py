@@ -161,8 +161,7 @@ def ml100k(ml100k_run, ml100k_dir):
     or more, contexts padded to 10), and the reference's data."""
     yield ml100k_run, reference.load(ml100k_dir)
     # The parsed examples (hundreds of MB) were this module's only: the session keeps the run.
-    for key in [key for key in ml100k_run._cache if key[0] == "examples"]:
-        del ml100k_run._cache[key]
+    ml100k_run.drop_parsed()
 
 
 def test_ml100k_sequence_examples_match_reference(ml100k):

@@ -34,9 +34,9 @@ def interrupted(tmp_path_factory):
     """Run A is started, a concurrent run B is tried, A is SIGKILLed while training."""
     data_dir = str(tmp_path_factory.mktemp("data"))
     # 60 epochs of 6,000 ratings: run A is still training after run B (started after A
-    # takes the lock) has loaded TFX and been refused, on a loaded machine too -- with
-    # 3,000, A's Trainer finished first under load -- and the resumed run, which trains
-    # them all again, stays cheap.
+    # takes the lock; refused before it loads TFX) has ended, on a loaded machine too --
+    # with 3,000, and B refused only once it had loaded TFX, A's Trainer finished first
+    # under load -- and the resumed run, which trains them all again, stays cheap.
     synthetic.generate(data_dir, users=120, movies=150, ratings=6000, fmt="100k", seed=5)
     root = str(tmp_path_factory.mktemp("outputs"))
     argv = ["run", "--data-dir", data_dir, "--output-root", root, "--models", "retrieval",

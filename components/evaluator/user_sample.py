@@ -37,18 +37,17 @@ def sampled_users(model_uri: str) -> Optional[np.ndarray]:
         return np.load(handle)["user_ids"].astype(np.int64)
 
 
-def narrow_split(file_pattern: str, user_ids: np.ndarray, out_prefix: str,
-                 shards: int = 1) -> int:
-    """Writes the records of ``file_pattern`` (gzipped tf.Examples) whose ``user_id`` is
-    in ``user_ids``, in their order, dealt round-robin over ``shards`` gzipped files
-    ``<out_prefix>-<i>-of-<shards>.gz`` (several, so that Beam's workers share the
-    evaluation: one gzipped file is read, and evaluated, by one worker); returns how
-    many."""
+def narrow_split(files: Sequence[str], user_ids: np.ndarray, out_prefix: str,
+                 shards: Optional[int] = None) -> int:
+    """Writes the records of ``files`` (gzipped tf.Examples, read in this order) whose
+    ``user_id`` is in ``user_ids``, in their order, dealt round-robin over ``shards``
+    (default: as many as ``files``) gzipped files ``<out_prefix>-<i>-of-<shards>.gz``
+    (several, so that Beam's workers share the evaluation: one gzipped file is read, and
+    evaluated, by one worker); returns how many."""
     spec = {contract.USER_ID: tf.io.FixedLenFeature([], tf.int64)}
-    records = tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(file_pattern)),
-                                      compression_type="GZIP").batch(_READ_BATCH)
+    records = tf.data.TFRecordDataset(list(files), compression_type="GZIP").batch(_READ_BATCH)
     wanted = np.unique(np.asarray(user_ids, np.int64))
-    shards = max(1, int(shards))
+    shards = max(1, int(len(files) if shards is None else shards))
     writers = [tf.io.TFRecordWriter(f"{out_prefix}-{i:05d}-of-{shards:05d}.gz",
                                     options="GZIP") for i in range(shards)]
     kept = 0
@@ -84,9 +83,9 @@ def narrowed_examples(examples: types.Artifact, splits: Sequence[str],
     for split in splits:
         split_dir = artifact_utils.get_split_uri([narrowed], split)
         tf.io.gfile.makedirs(split_dir)
-        source = io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], split))
-        kept = narrow_split(source, user_ids, os.path.join(split_dir, "sample"),
-                            shards=len(tf.io.gfile.glob(source)))
+        files = sorted(tf.io.gfile.glob(io_utils.all_files_pattern(
+            artifact_utils.get_split_uri([examples], split))))
+        kept = narrow_split(files, user_ids, os.path.join(split_dir, "sample"))
         if not kept:
             raise ValueError(f"none of the {len(user_ids)} sampled users has an example "
                              f"in the {split!r} split")
