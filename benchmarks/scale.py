@@ -13,7 +13,8 @@ command's default settings (plus any ``--run-arg``):
 * **memory**: the peak RSS summed over the run's process tree (Beam workers and
   Trainers included), sampled from /proc once a second; per component, the peak of the
   samples taken while it ran (they run one after another);
-* **quality**: each Trainer's eval figures (its ``metrics.json``), beside popularity
+* **quality**: each Trainer's eval figures (its ``metrics.json``; for ranking, with the
+  RMSE of always predicting the mean rating), beside popularity
   (training counts) scored the same way on the same eval split (and the same seeded
   sample of users, when the models evaluated on one: ``eval_sample_users``), for the
   retrieval and sequential examples.
@@ -55,9 +56,10 @@ import example_gen as example_gen_benchmark  # noqa: E402  (its data sets and sa
 SIZES = example_gen_benchmark.SIZES
 _log = example_gen_benchmark._log  # pylint: disable=protected-access
 _DONE = re.compile(r"\[\d+/\d+\] (\S+).*?done in ([0-9.]+) s")
+# mean_rating_rmse: ranking's baseline, the RMSE of predicting the eval labels' mean.
 _FIGURES = ("top_10", "top_100", "top_10_excluding_rated", "top_100_excluding_rated",
-            "rmse", "queries", "eval_sampled_users", "train_examples", "examples_seen",
-            "fit_seconds", "evaluate_seconds")
+            "rmse", "mean_rating_rmse", "queries", "eval_sampled_users", "train_examples",
+            "examples_seen", "fit_seconds", "evaluate_seconds")
 
 
 def run_pipeline(data_dir: pathlib.Path, output_root: pathlib.Path,
