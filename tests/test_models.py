@@ -429,6 +429,34 @@ def test_ranking_learns_and_clips(data):
     assert np.all(model(far).numpy() == 5.0)
 
 
+def test_an_epochs_losses_are_its_steps_means_not_its_last_steps(data):
+    """The epoch's logs (the progress lines, metrics.json's history) carry each loss
+    averaged over the epoch's steps: with a last, partial batch the last step's loss is
+    another number."""
+    hparams = hp.HParams.from_dict({"model": "retrieval", "embedding_dim": 8, "epochs": 2,
+                                    "batch_size": 1000, "optimizer": "sgd",
+                                    "learning_rate": 1e-12, "learning_rate_schedule": "constant",
+                                    "l2_regularization": 0.01}, preset=False)
+    batches = inputs.make_dataset(data["rating"]["train"],
+                                  inputs.feature_spec(hparams, data["vocab"]),
+                                  hparams.batch_size, shuffle=False, cache=True)
+    model = M.compile_model(M.build_model(hparams, data["vocab"]), hparams)
+    steps = [(_loss(model, batch), float(sum(tf.reduce_sum(p) for p in model.losses)))
+             for batch in batches]
+    size = inputs.count_examples(data["rating"]["train"])
+    assert len(steps) == -(-size // 1000) > 2 and size % 1000  # the last batch: partial
+    model.fit(batches, epochs=2, verbose=0)  # barely learning: about the same steps twice
+    history = model.history.history
+    losses, penalties = np.array(steps).T
+    for epoch in range(2):
+        assert history["loss"][epoch] == pytest.approx(losses.mean(), rel=1e-3)
+        assert history["regularization_loss"][epoch] == pytest.approx(penalties.mean(),
+                                                                      rel=1e-3)
+        assert history["total_loss"][epoch] == pytest.approx((losses + penalties).mean(),
+                                                             rel=1e-3)
+    assert abs(losses[-1] - losses.mean()) > 0.1 * losses.mean()
+
+
 def test_multitask_trains_both_tasks(data):
     hparams = hp.HParams.from_dict({"model": "multitask", "epochs": 2, "batch_size": 512,
                                    "embedding_dim": 16, "rating_weight": 1.0,

@@ -43,6 +43,11 @@ def make_optimizer(hparams: HParams) -> keras.optimizers.Optimizer:
     }[hparams.optimizer]()
 
 
+# The losses a training epoch reports (its logs, metrics.json's history), each averaged
+# over the epoch's steps.
+LOSS_MEANS = ("loss", "regularization_loss", "total_loss")
+
+
 class _Model(tfrs.Model):
     """``tfrs.Model`` whose train and test steps AutoGraph leaves alone (see
     ``encoders.graph_safe``), and whose ``fit`` follows ``hparams.learning_rate_schedule``."""
@@ -51,6 +56,14 @@ class _Model(tfrs.Model):
     def label_key(self) -> str:
         """The feature holding the movie this model retrieves or rates."""
         return self.hparams.kind.label_key
+
+    def compile(self, *args, **kwargs):
+        """``keras.Model.compile``, plus a mean per loss (``LOSS_MEANS``): Keras resets
+        every metric at each epoch, so the epoch's logs carry the epoch's mean loss, not
+        the last (often partial) batch's."""
+        super().compile(*args, **kwargs)
+        if not hasattr(self, "loss_means"):  # once: every Metric attribute is tracked
+            self.loss_means = {name: keras.metrics.Mean(name=name) for name in LOSS_MEANS}
 
     @encoders.graph_safe
     def train_step(self, inputs):
@@ -65,13 +78,12 @@ class _Model(tfrs.Model):
             total_loss = loss + regularization_loss
         gradients = tape.gradient(total_loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        for name, value in zip(LOSS_MEANS, (loss, regularization_loss, total_loss)):
+            self.loss_means[name].update_state(value)
         # The catalogue top-K metrics only when computed in training: otherwise their
         # untouched zeros would read as measurements in the epoch history.
-        logs = {metric.name: metric.result() for metric in self.metrics
+        return {metric.name: metric.result() for metric in self.metrics
                 if self.hparams.train_top_k_metrics or "top_k" not in metric.name}
-        logs.update(loss=loss, regularization_loss=regularization_loss,
-                    total_loss=total_loss)
-        return logs
 
     @encoders.graph_safe
     def test_step(self, inputs):
