@@ -90,7 +90,8 @@ EVAL_USERS_FILE = "eval_users.npz"
 # Evaluator's blessing and evaluation (absent: every user).
 EVAL_SAMPLED_USERS = "eval_sampled_users"
 # metrics.json's per-epoch training figures: a list of {"epoch": 1, "loss": ..., ...}, one
-# per epoch, as Keras reported them (the run report's training curves).
+# per epoch, as Keras reported them: each loss and metric over the epoch's steps, not its
+# last step's (the run report's training curves).
 METRICS_HISTORY = "history"
 
 SERVING_SIGNATURE = "serving_default"
