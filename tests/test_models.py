@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from components import contract  # noqa: E402
-from components.trainer import encoders, export, inputs, tasks, towers  # noqa: E402
+from components.trainer import encoders, export, inputs, optimizers, tasks, towers  # noqa: E402
 from components.trainer import evaluation as trainer_eval  # noqa: E402
 from components.trainer import hparams as hp  # noqa: E402
 from components.trainer import models as M  # noqa: E402
@@ -111,7 +111,7 @@ def test_hparams_from_custom_config():
         hp.HParams.from_dict({"epochs": 1.5})
     with pytest.raises(ValueError, match="use_genres"):
         hp.HParams.from_dict({"use_genres": "maybe"})
-    assert isinstance(M.make_optimizer(hparams), tf.keras.optimizers.Adam)
+    assert isinstance(optimizers.make_optimizer(hparams), tf.keras.optimizers.Adam)
 
 
 def test_presets_are_the_defaults_of_custom_config():
@@ -427,6 +427,46 @@ def test_ranking_learns_and_clips(data):
     far = {contract.USER_ID: tf.constant([1, 2], tf.int64), contract.MOVIE_ID: tf.constant([1, 2], tf.int64)}
     model.rating_head.layers[-1].bias.assign([100.0])
     assert np.all(model(far).numpy() == 5.0)
+
+
+def test_lazy_adam_moves_only_the_looked_up_rows_by_adams_rule():
+    """Step 1 looks up rows 0, 2, 2 (row 2 twice: its gradients add up), step 2 row 1
+    only. Keras' Adam then moves rows 0 and 2 again (their momentum decays); LazyAdam
+    leaves them, and moves each looked-up row as Adam's rule says."""
+    table = np.arange(18, dtype=np.float32).reshape(6, 3) / 10
+    grads = np.array([[1.0, -2.0, 0.5], [0.3, 0.3, -1.0], [2.0, 1.0, 1.0]], np.float32)
+    steps = [([0, 2, 2], grads), ([1], grads[:1])]
+    lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-7
+
+    def run(optimizer):
+        variable = tf.Variable(table)
+        after = []
+        for indices, values in steps:
+            optimizer.apply_gradients([(tf.IndexedSlices(
+                tf.constant(values), tf.constant(indices, tf.int64), tf.constant([6, 3],
+                                                                          tf.int64)),
+                variable)])
+            after.append(variable.numpy().copy())
+        return after
+
+    lazy = run(optimizers.LazyAdam(lr, epsilon=eps))
+    adam = run(tf.keras.optimizers.Adam(lr, epsilon=eps))
+    expected, m, v = table.copy(), np.zeros_like(table), np.zeros_like(table)
+    for t, (indices, values) in enumerate(steps, start=1):
+        g = np.zeros_like(table)
+        np.add.at(g, indices, values)
+        rows = sorted(set(indices))
+        m[rows] = b1 * m[rows] + (1 - b1) * g[rows]
+        v[rows] = b2 * v[rows] + (1 - b2) * g[rows] ** 2
+        alpha = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        expected[rows] -= alpha * m[rows] / (np.sqrt(v[rows]) + eps)
+        np.testing.assert_allclose(lazy[t - 1], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lazy[0], adam[0], rtol=1e-5, atol=1e-6)  # one step: equal
+    np.testing.assert_array_equal(lazy[1][[0, 2]], lazy[0][[0, 2]])  # not looked up
+    assert (np.abs(adam[1][[0, 2]] - adam[0][[0, 2]]).max(axis=1) > 1e-4).all()  # Adam: moved
+    np.testing.assert_array_equal(lazy[1][3:], table[3:])
+    hparams = hp.HParams.from_dict({"optimizer": "lazy_adam"}, preset=False)
+    assert isinstance(optimizers.make_optimizer(hparams), optimizers.LazyAdam)
 
 
 def test_an_epochs_losses_are_its_steps_means_not_its_last_steps(data):

@@ -20,7 +20,7 @@ MULTITASK, SEQUENTIAL = contract.MULTITASK, contract.SEQUENTIAL
 ATTENTION = contract.ATTENTION
 MODELS = tuple(contract.MODEL_KINDS)
 
-OPTIMIZERS = ("adagrad", "adam", "sgd", "rmsprop")
+OPTIMIZERS = ("adagrad", "adam", "lazy_adam", "sgd", "rmsprop")
 TIMESTAMP_FEATURES = ("global", "user_relative")
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 
@@ -39,7 +39,9 @@ class HParams:
       epochs, batch_size, eval_batch_size: the training loop. In-batch softmax costs
         ``batch_size**2`` per step: 1024 trains faster per example than the tutorials'
         8192, and no worse (figures from an earlier run: benchmarks/README.md).
-      learning_rate, optimizer: one of ``OPTIMIZERS`` (the tutorials use Adagrad 0.1).
+      learning_rate, optimizer: one of ``OPTIMIZERS`` (the tutorials use Adagrad 0.1;
+        ``lazy_adam``: Adam updating only the looked-up rows of an embedding table,
+        components/trainer/optimizers.py).
         ``learning_rate`` is the rate of one replica's batch: with ``R`` replicas the
         optimizer runs at ``learning_rate x R`` (linear scaling with the global batch).
         The retrieval losses are sums over the batch, not means: with plain SGD their

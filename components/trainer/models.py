@@ -27,20 +27,10 @@ import tensorflow_recommenders as tfrs
 from components import contract
 from components.trainer import attention, encoders, inputs, tasks, towers
 from components.trainer.hparams import HParams
+from components.trainer.optimizers import make_optimizer
 from components.trainer.vocabulary import Vocabulary
 
 keras = tf.keras  # tf_keras (Keras 2) under TF_USE_LEGACY_KERAS=1
-
-
-def make_optimizer(hparams: HParams) -> keras.optimizers.Optimizer:
-    """The optimizer ``hparams.optimizer`` at ``hparams.learning_rate``."""
-    lr = hparams.learning_rate
-    return {
-        "adagrad": lambda: keras.optimizers.Adagrad(lr),
-        "adam": lambda: keras.optimizers.Adam(lr),
-        "sgd": lambda: keras.optimizers.SGD(lr),
-        "rmsprop": lambda: keras.optimizers.RMSprop(lr),
-    }[hparams.optimizer]()
 
 
 # The losses a training epoch reports (its logs, metrics.json's history), each averaged

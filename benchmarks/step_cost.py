@@ -1,0 +1,87 @@
+"""What a training step costs with each optimizer and L2 setting, side by side in one run,
+on a finished pipeline run's examples (``benchmarks/scale.py`` leaves one per size).
+
+    PYTHONPATH=. .venv/bin/python benchmarks/step_cost.py --output-root /tmp/scale/run-10m \\
+        --model ranking --configs adam:preset,adam:0,lazy_adam:0
+
+Each config ``OPTIMIZER:L2`` (``preset``: the preset's ``l2_regularization``) builds the
+preset's model with that optimizer and penalty and trains ``--warmup`` steps (tracing,
+the shuffle buffer); then ``--rounds`` rounds time ``--steps`` steps of each config in
+turn, and each config's median round is its figure. One JSON line per config, then one
+object with every row and each config's time over the first's. Only the step cost is measured
+here, not what the setting does to quality.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
+def step_costs(output_root: str, model: str, configs, warmup: int, steps: int,
+               rounds: int):
+    # pylint: disable=import-outside-toplevel
+    from components import contract
+    from components.trainer import hparams as hp, inputs, models
+    from components.trainer.vocabulary import load_vocabulary
+    from pipeline import report
+    from pipeline.configs import PipelineConfig
+
+    import numpy as np
+
+    config = PipelineConfig(data_dir="", output_root=output_root)
+    outputs = (report.latest_outputs(config, contract.VOCABULARY)
+               if os.path.isfile(config.metadata_path) else {})
+    if not outputs:
+        raise SystemExit(f"error: no example generation in the run under {output_root}")
+    vocabulary = load_vocabulary(outputs[contract.VOCABULARY][0])
+    built = []
+    for optimizer, l2 in configs:
+        overrides = {"model": model, "optimizer": optimizer}
+        if l2 != "preset":
+            overrides["l2_regularization"] = float(l2)
+        hparams = hp.HParams.from_dict(overrides)
+        train = os.path.join(outputs[hparams.kind.examples_key][0], "Split-train")
+        data = inputs.input_dataset(hparams, vocabulary, train, training=True).repeat()
+        trained = models.compile_model(models.build_model(hparams, vocabulary), hparams)
+        trained.fit(data, epochs=1, steps_per_epoch=warmup, verbose=0)
+        built.append((hparams, data, trained, []))
+    # Rounds that alternate the configs, so that a slow spell of the machine falls on
+    # each of them: the median round is reported.
+    for _ in range(rounds):
+        for hparams, data, trained, times in built:
+            started = time.time()
+            trained.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+            times.append((time.time() - started) / steps * 1000)
+    rows = [{"optimizer": hparams.optimizer, "l2_regularization": hparams.l2_regularization,
+             "ms_per_step": round(float(np.median(times)), 1),
+             "rounds_ms": [round(t, 1) for t in times]}
+            for hparams, _, _, times in built]
+    for row in rows:
+        row["over_first"] = round(row["ms_per_step"] / rows[0]["ms_per_step"], 3)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output-root", required=True)
+    parser.add_argument("--model", default="ranking")
+    parser.add_argument("--configs", default="adam:preset,adam:0,lazy_adam:0")
+    parser.add_argument("--warmup", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    configs = [tuple(item.split(":", 1)) for item in args.configs.split(",") if item]
+    if any(len(item) != 2 for item in configs):
+        parser.error("--configs: OPTIMIZER:L2 items, e.g. adam:preset,lazy_adam:0")
+    rows = step_costs(args.output_root, args.model, configs, args.warmup, args.steps,
+                      args.rounds)
+    print(json.dumps({"model": args.model, "output_root": args.output_root, "rows": rows}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
