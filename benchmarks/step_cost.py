@@ -33,8 +33,7 @@ def step_costs(output_root: str, model: str, configs, warmup: int, steps: int,
     import numpy as np
 
     config = PipelineConfig(data_dir="", output_root=output_root)
-    outputs = (report.latest_outputs(config, contract.VOCABULARY)
-               if os.path.isfile(config.metadata_path) else {})
+    outputs = report.latest_outputs(config, contract.VOCABULARY)
     if not outputs:
         raise SystemExit(f"error: no example generation in the run under {output_root}")
     vocabulary = load_vocabulary(outputs[contract.VOCABULARY][0])

@@ -35,8 +35,7 @@ def sweep(output_root: str, model: str, budgets: List[int],
     from pipeline.configs import PipelineConfig
 
     config = PipelineConfig(data_dir="", output_root=output_root)
-    outputs = (report.latest_outputs(config, contract.VOCABULARY)
-               if os.path.isfile(config.metadata_path) else {})  # never create a store
+    outputs = report.latest_outputs(config, contract.VOCABULARY)
     if not outputs:
         raise SystemExit(f"error: no example generation in the run under {output_root}")
     vocabulary = load_vocabulary(outputs[contract.VOCABULARY][0])

@@ -96,7 +96,10 @@ def latest_run(config: PipelineConfig) -> List[Dict]:
 
 def latest_outputs(config: PipelineConfig, key: str) -> Dict[str, List[str]]:
     """Output URIs by key of the newest run's first execution that has an output
-    ``key`` (e.g. the example generator's, by ``contract.VOCABULARY``); {} if none."""
+    ``key`` (e.g. the example generator's, by ``contract.VOCABULARY``); {} if none, or
+    if the output root has no metadata store (none is created)."""
+    if not os.path.isfile(config.metadata_path):
+        return {}
     for execution in latest_run(config):
         if key in execution["outputs"]:
             return execution["outputs"]
