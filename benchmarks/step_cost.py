@@ -24,19 +24,12 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 def step_costs(output_root: str, model: str, configs, warmup: int, steps: int,
                rounds: int):
     # pylint: disable=import-outside-toplevel
-    from components import contract
-    from components.trainer import hparams as hp, inputs, models
-    from components.trainer.vocabulary import load_vocabulary
-    from pipeline import report
-    from pipeline.configs import PipelineConfig
-
     import numpy as np
 
-    config = PipelineConfig(data_dir="", output_root=output_root)
-    outputs = report.latest_outputs(config, contract.VOCABULARY)
-    if not outputs:
-        raise SystemExit(f"error: no example generation in the run under {output_root}")
-    vocabulary = load_vocabulary(outputs[contract.VOCABULARY][0])
+    from benchmarks.training_budget import run_examples
+    from components.trainer import hparams as hp, inputs, models
+
+    outputs, vocabulary = run_examples(output_root)
     built = []
     for optimizer, l2 in configs:
         overrides = {"model": model, "optimizer": optimizer}

@@ -25,20 +25,29 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 _FIGURES = ("rmse", "top_10", "top_100", "top_100_excluding_rated", "ndcg_10")
 
 
+def run_examples(output_root: str):
+    """``(outputs, vocabulary)``: the example generator's outputs (key -> URIs) in the
+    latest run under ``output_root``, and its vocabulary; exits with one line if none."""
+    # pylint: disable=import-outside-toplevel
+    from components import contract
+    from components.trainer.vocabulary import load_vocabulary
+    from pipeline import report
+    from pipeline.configs import PipelineConfig
+
+    outputs = report.latest_outputs(PipelineConfig(data_dir="", output_root=output_root),
+                                    contract.VOCABULARY)
+    if not outputs:
+        raise SystemExit(f"error: no example generation in the run under {output_root}")
+    return outputs, load_vocabulary(outputs[contract.VOCABULARY][0])
+
+
 def sweep(output_root: str, model: str, budgets: List[int],
           overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
     # pylint: disable=import-outside-toplevel
     from components import contract
     from components.trainer import distribute, hparams as hp, run
-    from components.trainer.vocabulary import load_vocabulary
-    from pipeline import report
-    from pipeline.configs import PipelineConfig
 
-    config = PipelineConfig(data_dir="", output_root=output_root)
-    outputs = report.latest_outputs(config, contract.VOCABULARY)
-    if not outputs:
-        raise SystemExit(f"error: no example generation in the run under {output_root}")
-    vocabulary = load_vocabulary(outputs[contract.VOCABULARY][0])
+    outputs, vocabulary = run_examples(output_root)
     rows = []
     for budget in budgets:
         hparams = hp.HParams.from_dict({"model": model, **overrides,
