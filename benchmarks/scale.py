@@ -106,16 +106,16 @@ def quality(output_root: pathlib.Path) -> Dict[str, Dict]:
     from pipeline import report
     from pipeline.configs import PipelineConfig
 
-    config = PipelineConfig(data_dir="", output_root=str(output_root))
+    executions = report.latest_run(PipelineConfig(data_dir="", output_root=str(output_root)))
     figures: Dict[str, Dict] = {}
-    for execution in report.latest_run(config):
+    for execution in executions:
         for uri in execution["outputs"].get("model_run", []):
             with open(os.path.join(uri, contract.METRICS_FILE)) as handle:
                 metrics = json.load(handle)
             figures[metrics["hparams"]["model"]] = {
                 name: metrics[name] for name in _FIGURES + ("train_seconds",)
                 if name in metrics}
-    example_outputs = report.latest_outputs(config, contract.VOCABULARY)
+    example_outputs = report.outputs_with(executions, contract.VOCABULARY)
     if not example_outputs:
         return figures
     vocabulary = load_vocabulary(example_outputs[contract.VOCABULARY][0])

@@ -94,16 +94,22 @@ def latest_run(config: PipelineConfig) -> List[Dict]:
     return _executions(store, run, config.pipeline_name + ".")
 
 
-def latest_outputs(config: PipelineConfig, key: str) -> Dict[str, List[str]]:
-    """Output URIs by key of the newest run's first execution that has an output
-    ``key`` (e.g. the example generator's, by ``contract.VOCABULARY``); {} if none, or
-    if the output root has no metadata store (none is created)."""
-    if not os.path.isfile(config.metadata_path):
-        return {}
-    for execution in latest_run(config):
+def outputs_with(executions: List[Dict], key: str) -> Dict[str, List[str]]:
+    """Output URIs by key of the first of ``executions`` (``latest_run``'s) that has an
+    output ``key`` (e.g. the example generator's, by ``contract.VOCABULARY``); {} if
+    none."""
+    for execution in executions:
         if key in execution["outputs"]:
             return execution["outputs"]
     return {}
+
+
+def latest_outputs(config: PipelineConfig, key: str) -> Dict[str, List[str]]:
+    """:func:`outputs_with` of the newest run; {} also when the output root has no
+    metadata store (none is created)."""
+    if not os.path.isfile(config.metadata_path):
+        return {}
+    return outputs_with(latest_run(config), key)
 
 
 # The figures a model summary shows, in this order, when the metrics have them.

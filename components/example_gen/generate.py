@@ -61,12 +61,6 @@ def _write_text(pcoll_of_one_text, path: str, label: str):
     _ = pcoll_of_one_text | label >> records.WriteTextFile(path)
 
 
-def _write_file(path: str, text: str) -> None:
-    """Writes ``text`` (UTF-8) to ``path`` from the executor, outside the pipeline."""
-    with FileSystems.create(path) as handle:
-        handle.write(text.encode("utf-8"))
-
-
 def build_pipeline(
     pipeline: beam.Pipeline,
     layout: movielens.Layout,
@@ -196,7 +190,7 @@ def write_statistics(layout: movielens.Layout, statistics_dir: str) -> Dict[str,
                               for s in transforms.SPLITS},
         "rating_examples": {s: counts.get(f"rating_examples_{s}", 0) for s in transforms.SPLITS},
     }
-    _write_file(FileSystems.join(statistics_dir, STATISTICS_FILE),
+    records.write_text(FileSystems.join(statistics_dir, STATISTICS_FILE),
                 json.dumps(statistics, indent=2))
     FileSystems.delete([raw_path])
     if lines_read != kept + bad or sum(statistics["rating_examples"].values()) != kept:
@@ -253,9 +247,9 @@ def write_feature_vocabularies(movies, config: ExampleGenConfig, vocabulary_dir:
     the Pusher and ``recommend`` read instead of assuming a length)."""
     genres, years = vocabularies.feature_vocabularies(movies)
     for name, values in ((contract.GENRES_FILE, genres), (contract.YEARS_FILE, years)):
-        _write_file(FileSystems.join(vocabulary_dir, name),
+        records.write_text(FileSystems.join(vocabulary_dir, name),
                     "".join(f"{value}\n" for value in values))
-    _write_file(FileSystems.join(vocabulary_dir, contract.SEQUENCE_SHAPE_FILE),
+    records.write_text(FileSystems.join(vocabulary_dir, contract.SEQUENCE_SHAPE_FILE),
                 json.dumps(config.sequence_shape(), sort_keys=True))
 
 

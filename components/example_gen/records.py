@@ -82,9 +82,14 @@ class WriteFramedTFRecords(beam.PTransform):
         return pcoll | beam.io.Write(self._sink)
 
 
-def _write_text_file(text: str, path: str) -> None:
+def write_text(path: str, text: str) -> None:
+    """Writes ``text`` (UTF-8) to ``path``, whole, through Beam's ``FileSystems``."""
     with FileSystems.create(path, mime_type="text/plain") as handle:
-        handle.write(text.encode("utf-8") + b"\n")
+        handle.write(text.encode("utf-8"))
+
+
+def _write_line(text: str, path: str) -> None:
+    write_text(path, text + "\n")
 
 
 class WriteTextFile(beam.PTransform):
@@ -101,4 +106,4 @@ class WriteTextFile(beam.PTransform):
         self._path = path
 
     def expand(self, pcoll):
-        return pcoll | beam.Map(_write_text_file, self._path)
+        return pcoll | beam.Map(_write_line, self._path)
