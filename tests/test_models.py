@@ -469,6 +469,69 @@ def test_lazy_adam_moves_only_the_looked_up_rows_by_adams_rule():
     assert isinstance(optimizers.make_optimizer(hparams), optimizers.LazyAdam)
 
 
+def test_lazy_adam_catches_a_row_up_on_the_steps_it_missed():
+    """A row that misses steps is moved, when next looked up, as Adam's momentum would
+    have moved it meanwhile: after random sparse steps (rows missing up to dozens of
+    steps) and one last step that looks every row up with a zero gradient, LazyAdam's
+    table equals Keras' Adam's."""
+    rng = np.random.default_rng(0)
+    rows, dim = 50, 4
+    table = rng.normal(size=(rows, dim)).astype(np.float32)
+    steps = [(rng.choice(rows, size=6, replace=False),  # no duplicates: Keras' sparse
+              rng.normal(size=(6, dim)).astype(np.float32))  # Adam squares each one
+             for _ in range(300)]
+    steps.append((np.arange(rows), np.zeros((rows, dim), np.float32)))
+
+    def run(optimizer):
+        variable = tf.Variable(table)
+        for indices, values in steps:
+            optimizer.apply_gradients([(tf.IndexedSlices(
+                tf.constant(values), tf.constant(indices, tf.int64),
+                tf.constant([rows, dim], tf.int64)), variable)])
+        return variable.numpy()
+
+    adam = run(tf.keras.optimizers.Adam(0.01))
+    lazy = run(optimizers.LazyAdam(0.01))
+    assert np.abs(lazy - adam).max() < 1e-4 * np.abs(adam - table).max()
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_sparse_updates_from_the_threshold_move_only_the_looked_up_rows(data, sparse):
+    """From ``sparse_updates_min_rows`` rows up, Adam is LazyAdam and the id embeddings'
+    L2 penalty is on the looked-up rows: a step moves only the rows its batch looked up,
+    penalty included. Below it, the whole-table penalty and Adam move every row."""
+    vocab = data["vocab"]
+    largest = max(vocab.num_users, vocab.num_movies)
+    assert hp.HParams(sparse_updates_min_rows=largest).sparse_updates(
+        vocab.num_users, vocab.num_movies)
+    assert not hp.HParams(sparse_updates_min_rows=largest + 1).sparse_updates(
+        vocab.num_users, vocab.num_movies)
+    assert not hp.HParams(sparse_updates_min_rows=0).sparse_updates(10 ** 9, 10 ** 9)
+    hparams = hp.HParams.from_dict({
+        "model": "ranking", "embedding_dim": 8, "batch_size": 32, "epochs": 1,
+        "l2_regularization": 0.01, "rating_biases": False,
+        "sparse_updates_min_rows": largest if sparse else largest + 1})
+    assert hparams.optimizer == "adam"
+    batch = next(iter(inputs.input_dataset(hparams, vocab, data["rating"]["train"],
+                                           training=True)))
+    model = M.compile_model(M.build_model(hparams, vocab), hparams)
+    model(batch)
+    assert model.sparse_updates is sparse
+    assert isinstance(model.optimizer, optimizers.LazyAdam) is sparse
+    table = model.user_tower.embedding.embeddings
+    before = table.numpy().copy()
+    logs = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0).history
+    assert logs["regularization_loss"][0] > 0  # the penalty is there either way
+    moved = np.abs(table.numpy() - before).max(axis=1) > 0
+    looked_up = np.zeros(len(before), bool)
+    looked_up[model.user_tower.lookup(batch[contract.USER_ID]).numpy()] = True
+    assert moved[looked_up].all()
+    if sparse:
+        np.testing.assert_array_equal(moved, looked_up)
+    else:
+        assert moved.all()
+
+
 def test_an_epochs_losses_are_its_steps_means_not_its_last_steps(data):
     """The epoch's logs (the progress lines, metrics.json's history) carry each loss
     averaged over the epoch's steps: with a last, partial batch the last step's loss is

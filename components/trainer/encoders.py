@@ -7,7 +7,7 @@
 * :class:`RelativeTimeEncoder`: time since the user's first training rating.
 
 Also the small Keras helpers every tower shares (:func:`regularizer`,
-:func:`projection`) and :data:`graph_safe`.
+:func:`embedding_penalty`, :func:`projection`) and :data:`graph_safe`.
 """
 
 from __future__ import annotations
@@ -135,6 +135,15 @@ class RelativeTimeEncoder(keras.layers.Layer):
 
 def regularizer(l2: float):
     return keras.regularizers.l2(l2) if l2 > 0 else None
+
+
+def embedding_penalty(l2: float, rows_only: bool = False) -> dict:
+    """Keyword arguments of a ``keras.layers.Embedding`` for an L2 penalty of ``l2``: on
+    the whole table, or with ``rows_only`` on the rows each call looks up (Keras' activity
+    penalty: their sum of squares divided by the batch size), whose gradient is as sparse
+    as the lookup (see ``HParams.sparse_updates_min_rows``)."""
+    key = "activity_regularizer" if rows_only else "embeddings_regularizer"
+    return {key: regularizer(l2)}
 
 
 def projection(hidden: Sequence[int], dim: int, name: str) -> keras.Sequential:

@@ -112,7 +112,19 @@ class HParams:
       seed: initialization and shuffling seed.
       l2_regularization: L2 penalty (times the sum of squares) on every embedding table
         of the towers. Relative to the loss: the retrieval loss is summed over the batch,
-        the rating loss averaged.
+        the rating loss averaged. With sparse updates (``sparse_updates_min_rows``) the
+        id embeddings' penalty is on the rows each batch looks up instead (their sum of
+        squares over the batch's lookups, divided by the batch size).
+      sparse_updates_min_rows: from this many rows in the user or the movie table up,
+        embedding tables train with sparse updates: ``adam`` updates only the rows a
+        batch looks up (``LazyAdam``, which catches a row up on the momentum steps it
+        missed) and the id embeddings' L2 penalty is on those rows, not on whole tables.
+        Adam's dense step and a whole-table penalty cost (rows x D) every step, whatever
+        the batch. Off by default (0): at 70,000 users sparse updates halved the ranking
+        preset's training time but lost 0.03 of RMSE, all of it the whole-table
+        penalty's, which shrinks rarely seen rows at every step (Adam without any
+        penalty lost the same; benchmarks/README.md, "The pipeline at scale").
+        metrics.json records ``sparse_updates``.
       mask_padding: the sequential GRU skips the padding (0) at the end of short
         histories. The tutorial does not (``False`` reproduces it): its GRU reads up to
         nine padding steps after the last movie.
@@ -159,6 +171,7 @@ class HParams:
     rating_max: float = 5.0
     seed: int = 0
     l2_regularization: float = 0.0
+    sparse_updates_min_rows: int = 0
     mask_padding: bool = True
     timestamp_features: Tuple[str, ...] = TIMESTAMP_FEATURES
     rating_biases: bool = False
@@ -185,7 +198,7 @@ class HParams:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
         for name in ("num_sampled_negatives", "eval_sample_users", "train_example_budget",
-                     "sampled_softmax_min_catalogue"):
+                     "sampled_softmax_min_catalogue", "sparse_updates_min_rows"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, not {getattr(self, name)}")
         if self.attention_blocks < 0 or self.attention_heads < 1:
@@ -238,6 +251,12 @@ class HParams:
         """Whether retrieval trains with sampled softmax (in-batch negatives plus the
         shared pool) rather than the full softmax, on a catalogue of ``num_movies``."""
         return not self.full_softmax or num_movies >= self.sampled_softmax_min_catalogue
+
+    def sparse_updates(self, num_users: int, num_movies: int) -> bool:
+        """Whether the embedding tables train with sparse updates (see
+        ``sparse_updates_min_rows``) with ``num_users`` users and ``num_movies`` movies."""
+        return (self.sparse_updates_min_rows > 0
+                and max(num_users, num_movies) >= self.sparse_updates_min_rows)
 
     def steps_per_epoch(self, num_examples: int) -> Optional[int]:
         """With ``num_examples`` training examples (and ``batch_size`` the global batch):

@@ -257,7 +257,8 @@ class SequentialModel(_SequenceModel):
         return towers.SequenceQueryTower(
             vocabulary, hparams.embedding_dim,
             movie_tower=self.candidate_tower if hparams.share_embeddings else None,
-            mask_padding=hparams.mask_padding, l2=hparams.l2_regularization)
+            mask_padding=hparams.mask_padding, l2=hparams.l2_regularization,
+            l2_rows_only=_sparse_updates(vocabulary, hparams))
 
 
 class AttentionModel(_SequenceModel):
@@ -317,13 +318,19 @@ def _user_tower(vocabulary, hparams, timestamp_stats):
     return towers.UserTower(vocabulary.user_ids, hparams.embedding_dim,
                      timestamp_stats if hparams.use_timestamps else None, hparams.tower_layers,
                      l2=hparams.l2_regularization,
-                     timestamp_features=hparams.timestamp_features)
+                     timestamp_features=hparams.timestamp_features,
+                     l2_rows_only=_sparse_updates(vocabulary, hparams))
 
 
 def _movie_tower(vocabulary, hparams):
     return towers.MovieTower(vocabulary, hparams.embedding_dim, hparams.use_title, hparams.use_genres,
                       hparams.tower_layers, hparams.title_max_tokens,
-                      l2=hparams.l2_regularization)
+                      l2=hparams.l2_regularization,
+                      l2_rows_only=_sparse_updates(vocabulary, hparams))
+
+
+def _sparse_updates(vocabulary: Vocabulary, hparams: HParams) -> bool:
+    return hparams.sparse_updates(vocabulary.num_users, vocabulary.num_movies)
 
 
 def _retrieval_task(candidate_tower, vocabulary, hparams, movie_counts=None):
@@ -352,9 +359,13 @@ def build_model(hparams: HParams, vocabulary: Vocabulary,
     (``sampling.training_movie_counts``), the popularity of sampled softmax's log-Q
     correction and negative pool; default: the vocabulary's counts (both splits)."""
     keras.utils.set_random_seed(hparams.seed)
-    return MODEL_CLASSES[hparams.model](vocabulary, hparams, timestamp_stats, movie_counts)
+    model = MODEL_CLASSES[hparams.model](vocabulary, hparams, timestamp_stats, movie_counts)
+    # Whether its tables train with sparse updates (HParams.sparse_updates_min_rows): the
+    # towers' penalties are built for it; compile_model picks the optimizer by it.
+    model.sparse_updates = _sparse_updates(vocabulary, hparams)
+    return model
 
 
 def compile_model(model: tfrs.Model, hparams: HParams) -> tfrs.Model:
-    model.compile(optimizer=make_optimizer(hparams))
+    model.compile(optimizer=make_optimizer(hparams, model.sparse_updates))
     return model

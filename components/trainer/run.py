@@ -172,6 +172,7 @@ def run_fn(fn_args) -> None:
     # the split is above hparams.train_example_budget).
     metrics["train_examples"] = int(model.train_examples)
     metrics["examples_seen"] = int(model.examples_seen)
+    metrics["sparse_updates"] = bool(model.sparse_updates)  # HParams.sparse_updates_min_rows
     metrics[contract.METRICS_HISTORY] = progress.epoch_history(history)
     metrics["hparams"] = hparams.to_dict()
     metrics["replicas"] = strategy.num_replicas_in_sync

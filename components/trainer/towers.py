@@ -47,7 +47,8 @@ class UserTower(keras.Model):
                  timestamp_stats: Optional[inputs.TimestampStats] = None,
                  tower_layers: Sequence[int] = (), name: str = "user_tower",
                  l2: float = 0.0,
-                 timestamp_features: Sequence[str] = ("global", "user_relative")):
+                 timestamp_features: Sequence[str] = ("global", "user_relative"),
+                 l2_rows_only: bool = False):
         super().__init__(name=name)
         if len(user_ids) == 0:
             raise ValueError("the user vocabulary is empty")
@@ -55,7 +56,7 @@ class UserTower(keras.Model):
             vocabulary=np.asarray(user_ids, np.int64), mask_token=None, num_oov_indices=1,
             name="user_lookup")
         self.embedding = keras.layers.Embedding(
-            len(user_ids) + 1, embedding_dim, embeddings_regularizer=encoders.regularizer(l2),
+            len(user_ids) + 1, embedding_dim, **encoders.embedding_penalty(l2, l2_rows_only),
             name="user_embedding")
         unknown = sorted(set(timestamp_features) - set(TIMESTAMP_FEATURES))
         if unknown:
@@ -103,14 +104,14 @@ class MovieTower(keras.Model):
     def __init__(self, vocabulary: Vocabulary, embedding_dim: int,
                  use_title: bool = False, use_genres: bool = False,
                  tower_layers: Sequence[int] = (), title_max_tokens: int = 10_000,
-                 name: str = "movie_tower", l2: float = 0.0):
+                 name: str = "movie_tower", l2: float = 0.0, l2_rows_only: bool = False):
         super().__init__(name=name)
         self.lookup = keras.layers.IntegerLookup(
             vocabulary=vocabulary.movie_ids, mask_token=None, num_oov_indices=1,
             name="movie_lookup")
         self.embedding = keras.layers.Embedding(
-            vocabulary.num_movies + 1, embedding_dim, embeddings_regularizer=encoders.regularizer(l2),
-            name="movie_embedding")
+            vocabulary.num_movies + 1, embedding_dim,
+            **encoders.embedding_penalty(l2, l2_rows_only), name="movie_embedding")
         self.title_embedding = self.genre_embedding = None
         if use_title:
             table, tokens = encoders.title_token_table(vocabulary.movie_titles, title_max_tokens)
@@ -160,7 +161,7 @@ class SequenceQueryTower(keras.Model):
 
     def __init__(self, vocabulary: Vocabulary, embedding_dim: int,
                  movie_tower: Optional[MovieTower] = None, name: str = "sequence_query_tower",
-                 mask_padding: bool = True, l2: float = 0.0):
+                 mask_padding: bool = True, l2: float = 0.0, l2_rows_only: bool = False):
         super().__init__(name=name)
         self.movie_tower = movie_tower
         if movie_tower is None:
@@ -170,7 +171,7 @@ class SequenceQueryTower(keras.Model):
                 num_oov_indices=1, name="context_movie_lookup")
             self.embedding = keras.layers.Embedding(
                 vocabulary.num_movies + 2, embedding_dim, mask_zero=mask_padding,
-                embeddings_regularizer=encoders.regularizer(l2), name="context_movie_embedding")
+                **encoders.embedding_penalty(l2, l2_rows_only), name="context_movie_embedding")
         self.mask_padding = mask_padding
         self.gru = keras.layers.GRU(embedding_dim, name="gru")
 
