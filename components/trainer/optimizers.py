@@ -67,25 +67,28 @@ class LazyAdam(keras.optimizers.Adam):
             last.assign(tf.fill(tf.shape(last), step))
             return
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-        alpha = (tf.cast(self.learning_rate, dtype) * tf.sqrt(1 - tf.pow(beta_2, step))
-                 / (1 - tf.pow(beta_1, step)))
+        lr = tf.cast(self.learning_rate, dtype)
+
+        def bias_correction(at):  # of Adam's step at step ``at``
+            return tf.sqrt(1 - tf.pow(beta_2, at)) / (1 - tf.pow(beta_1, at))
+
         m, v = self._momentums[slot], self._velocities[slot]
         rows, position = tf.unique(gradient.indices)
         g = tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(rows)[0])
-        trailing = [1] * (len(variable.shape) - 1)  # broadcasts [U] over a row's shape
-        missed = tf.reshape(step - 1 - tf.gather(last, rows), [-1, *trailing])
+        last_rows = tf.gather(last, rows)                                     # [U]
         m_rows, v_rows = tf.gather(m, rows), tf.gather(v, rows)
         # Missed step l + j (j = 1..missed) would have moved the row by
         # alpha_{l+j} * ratio**j * m / sqrt(v); the terms past CATCH_UP_TERMS are below
         # ratio**CATCH_UP_TERMS of the first and are left out.
         ratio = beta_1 / tf.sqrt(beta_2)
         j = tf.range(1, CATCH_UP_TERMS + 1, dtype=dtype)                      # [J]
-        missed_at = tf.reshape(missed, [-1, 1])                               # [U, 1]
-        at = tf.reshape(tf.gather(last, rows), [-1, 1]) + j                   # [U, J]
-        rates = (tf.sqrt(1 - tf.pow(beta_2, at)) / (1 - tf.pow(beta_1, at))
-                 * tf.pow(ratio, j) * tf.cast(j <= missed_at, dtype))
-        catch_up = (tf.cast(self.learning_rate, dtype)
-                    * tf.reshape(tf.reduce_sum(rates, axis=1), [-1, *trailing])
+        missed = step - 1 - last_rows                                         # [U]
+        rates = tf.reduce_sum(
+            bias_correction(last_rows[:, None] + j) * tf.pow(ratio, j)
+            * tf.cast(j <= missed[:, None], dtype), axis=1)                   # [U]
+        per_row = [-1] + [1] * (len(variable.shape) - 1)  # [U] over a row's shape
+        missed = tf.reshape(missed, per_row)
+        catch_up = (lr * tf.reshape(rates, per_row)
                     * m_rows / (tf.sqrt(v_rows) + self.epsilon))
         m_rows = tf.pow(beta_1, missed + 1) * m_rows + (1 - beta_1) * g
         v_rows = tf.pow(beta_2, missed + 1) * v_rows + (1 - beta_2) * tf.square(g)
@@ -93,7 +96,8 @@ class LazyAdam(keras.optimizers.Adam):
         v.scatter_update(tf.IndexedSlices(v_rows, rows))
         last.scatter_update(tf.IndexedSlices(tf.fill(tf.shape(rows), step), rows))
         variable.scatter_sub(tf.IndexedSlices(
-            catch_up + alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
+            catch_up + lr * bias_correction(step) * m_rows / (tf.sqrt(v_rows) + self.epsilon),
+            rows))
 
 
 def make_optimizer(hparams: HParams, sparse_updates: bool = False
