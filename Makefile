@@ -52,9 +52,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
-# Unit tests only: no test marked e2e (whole pipeline runs, component runs end to end).
+# Unit tests only, on synthetic data: no test marked e2e (whole pipeline runs, component
+# runs end to end) or real_data (reads the real MovieLens-100K).
 test-fast: $(STAMP)
-	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not e2e" $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not e2e and not real_data" $(PYTEST_ARGS)
 
 # Re-resolve the whole set from pyproject.toml's direct pins into requirements.lock.
 lock: | $(PY)

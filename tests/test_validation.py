@@ -95,29 +95,42 @@ def _anomalies_artifact(tmp_path, by_split):
 # The curated schemas: clean data of every layout passes, each kind of bad data does not.
 
 
-@pytest.fixture(scope="module")
-def clean_examples(synthetic_data, run_example_gen, ml100k_run):
-    """Serialized examples by (source, kind, split): synthetic data of the three layouts
-    and the real MovieLens-100K (the session's run, conftest.ml100k_run), through the
-    example generator."""
-    examples = {}
-    runs = {fmt: run_example_gen(synthetic_data(fmt)) for fmt in ("100k", "1m", "csv")}
-    runs["ml-100k"] = ml100k_run
-    for source, run in runs.items():
-        for kind in ("sequence", "rating"):
-            for split in ("train", "eval"):
-                examples[source, kind, split] = run.serialized(kind, split)
-    return examples
+def _serialized_by_split(run) -> dict:
+    """A run's serialized examples by (kind, split)."""
+    return {(kind, split): run.serialized(kind, split)
+            for kind in ("sequence", "rating") for split in ("train", "eval")}
 
 
-def test_curated_schemas_accept_clean_data_of_every_layout(clean_examples):
-    for (source, kind, split), records in clean_examples.items():
+def _assert_curated_schemas_accept(examples: dict, source: str) -> None:
+    for (kind, split), records in examples.items():
         assert records, (source, kind, split)
         anomalies = _validate(kind, records)
         assert not anomalies.anomaly_info and not anomalies.data_missing, \
             (source, kind, split, anomalies.anomaly_info)
+
+
+@pytest.fixture(scope="module")
+def clean_examples(synthetic_data, run_example_gen):
+    """Serialized examples by (layout, kind, split): synthetic data of the three layouts
+    through the example generator."""
+    return {(fmt, kind, split): records
+            for fmt in ("100k", "1m", "csv")
+            for (kind, split), records in _serialized_by_split(
+                run_example_gen(synthetic_data(fmt))).items()}
+
+
+def test_curated_schemas_accept_clean_data_of_every_layout(clean_examples):
+    for fmt in ("100k", "1m", "csv"):
+        _assert_curated_schemas_accept(
+            {(kind, split): records for (source, kind, split), records
+             in clean_examples.items() if source == fmt}, fmt)
     # The CSV layout has no user features: optional in the schema, absent here.
     assert b"user_age" not in clean_examples["csv", "rating", "train"][0]
+
+
+def test_curated_schemas_accept_the_real_movielens_100k(ml100k_run):
+    """The session's run on the real MovieLens-100K (conftest.ml100k_run)."""
+    _assert_curated_schemas_accept(_serialized_by_split(ml100k_run), "ml-100k")
 
 
 @pytest.mark.parametrize("edit, feature, reason, words", [
