@@ -532,6 +532,58 @@ def test_sparse_updates_from_the_threshold_move_only_the_looked_up_rows(data, sp
         assert moved.all()
 
 
+def test_row_penalty_equals_the_whole_tables_on_a_batch_in_proportion_to_the_counts():
+    """The penalty on looked-up rows (sparse updates) weights each row by one over its
+    expected lookups per example: on a batch that looks every row up as often as its
+    count says, it is the whole-table penalty exactly; rows not looked up add nothing
+    and get no gradient."""
+    counts = np.array([5, 1, 2, 0, 8])
+    rows_per_id = encoders.lookup_weights(counts, reserved_rows=1)
+    np.testing.assert_allclose(rows_per_id, [0, 16 / 5, 16, 8, 0, 2])
+    np.testing.assert_allclose(encoders.lookup_weights([4, 12], 4, reserved_rows=2),
+                               [0, 0, 1, 1 / 3])
+    l2 = 0.01
+    layer = encoders.RowPenalizedEmbedding(6, 3, l2, rows_per_id)
+    whole = encoders.penalized_embedding(6, 3, l2)
+    batch = tf.constant(np.repeat(np.arange(1, 6), counts).reshape(-1, 1))  # [16, 1]
+    with tf.GradientTape() as tape:
+        layer(batch)
+        penalty = tf.add_n(layer.losses)
+    whole.build((None,))
+    whole.set_weights(layer.get_weights())
+    table = layer.get_weights()[0]
+    seen = table[[1, 2, 3, 5]]
+    assert float(penalty) == pytest.approx(l2 * float((seen ** 2).sum()), rel=1e-5)
+    assert float(whole.losses[0]) == pytest.approx(l2 * float((table ** 2).sum()), rel=1e-5)
+    gradient = tf.convert_to_tensor(tape.gradient(penalty, layer.embeddings)).numpy()
+    assert not gradient[[0, 4]].any() and gradient[[1, 2, 3, 5]].all()
+    with pytest.raises(ValueError, match="5 row weights for 6 rows"):
+        encoders.RowPenalizedEmbedding(6, 3, l2, rows_per_id[1:])
+
+
+def test_retrieval_preset_trains_large_tables_with_sparse_updates_and_exports(data, tmp_path):
+    """The retrieval preset switches to sparse updates on tables of 50,000 rows (not at
+    ML-1M's size; never for ranking); such a model trains, with the penalty on its
+    looked-up rows, and its export answers as the model does."""
+    assert hp.preset("retrieval").sparse_updates(70_000, 10_677)
+    assert not hp.preset("retrieval").sparse_updates(6_040, 3_706)
+    assert not hp.preset("ranking").sparse_updates(10 ** 6, 10 ** 6)
+    vocab = data["vocab"]
+    hparams = hp.HParams.from_dict({"embedding_dim": 8, "batch_size": 64,
+                                    "sparse_updates_min_rows": vocab.num_users})
+    model = M.compile_model(M.build_model(hparams, vocab), hparams)
+    assert isinstance(model.optimizer, optimizers.LazyAdam)
+    for tower in (model.query_tower, model.candidate_tower):
+        assert isinstance(tower.embedding, encoders.RowPenalizedEmbedding)
+    train = inputs.input_dataset(hparams, vocab, data["rating"]["train"], training=True)
+    logs = model.fit(train.take(3), epochs=1, verbose=0).history
+    assert logs["regularization_loss"][0] > 0
+    users = {contract.USER_ID: tf.constant(vocab.user_ids[:4])}
+    loaded = tf.saved_model.load(_export(model, hparams, data, tmp_path / "sparse"))
+    served = loaded.signatures["serving_default"](**users)["query_embedding"].numpy()
+    np.testing.assert_allclose(served, model.query_tower(users).numpy(), atol=1e-6)
+
+
 def test_an_epochs_losses_are_its_steps_means_not_its_last_steps(data):
     """The epoch's logs (the progress lines, metrics.json's history) carry each loss
     averaged over the epoch's steps: with a last, partial batch the last step's loss is

@@ -7,7 +7,7 @@
 * :class:`RelativeTimeEncoder`: time since the user's first training rating.
 
 Also the small Keras helpers every tower shares (:func:`regularizer`,
-:func:`embedding_penalty`, :func:`projection`) and :data:`graph_safe`.
+:func:`penalized_embedding`, :func:`projection`) and :data:`graph_safe`.
 """
 
 from __future__ import annotations
@@ -137,13 +137,59 @@ def regularizer(l2: float):
     return keras.regularizers.l2(l2) if l2 > 0 else None
 
 
-def embedding_penalty(l2: float, rows_only: bool = False) -> dict:
-    """Keyword arguments of a ``keras.layers.Embedding`` for an L2 penalty of ``l2``: on
-    the whole table, or with ``rows_only`` on the rows each call looks up (Keras' activity
-    penalty: their sum of squares divided by the batch size), whose gradient is as sparse
-    as the lookup (see ``HParams.sparse_updates_min_rows``)."""
-    key = "activity_regularizer" if rows_only else "embeddings_regularizer"
-    return {key: regularizer(l2)}
+def lookup_weights(counts: Sequence[int], lookups_per_example: float = 1.0,
+                   reserved_rows: int = 1) -> np.ndarray:
+    """float32 ``[reserved_rows + len(counts)]``: per table row, one over the expected
+    number of times an example looks it up (``lookups_per_example x count / total``);
+    0 for the reserved rows (out-of-vocabulary, padding) and rows never counted.
+
+    Summing ``weight x |row|^2`` over a batch's lookups and dividing by the batch size
+    gives, in expectation, ``sum |row|^2`` over the whole table: see
+    :class:`RowPenalizedEmbedding`."""
+    counts = np.asarray(counts, np.float64)
+    total = counts.sum()
+    weights = np.zeros(len(counts))
+    seen = counts > 0
+    weights[seen] = total / (lookups_per_example * counts[seen])
+    return np.concatenate([np.zeros(reserved_rows), weights]).astype(np.float32)
+
+
+class RowPenalizedEmbedding(keras.layers.Embedding):
+    """An ``Embedding`` whose L2 penalty is on the rows each call looks up, weighted by
+    :func:`lookup_weights`: ``l2 x sum over lookups of weight(row) x |row|^2 / B`` (B: the
+    batch, the first dimension of the ids). In expectation over batches that is the
+    whole-table penalty ``l2 x sum |row|^2`` (what ``embeddings_regularizer`` adds every
+    step), but its gradient is as sparse as the lookup (``HParams.sparse_updates``):
+    each row is penalized when looked up, in proportion to how rarely that happens.
+
+    ids ``[B, ...]`` int -> float32 ``[B, ..., D]``, as ``keras.layers.Embedding``."""
+
+    def __init__(self, input_dim: int, output_dim: int, l2: float,
+                 row_weights: np.ndarray, **kwargs):
+        super().__init__(input_dim, output_dim, **kwargs)
+        if len(row_weights) != input_dim:
+            raise ValueError(f"{len(row_weights)} row weights for {input_dim} rows")
+        self.l2 = float(l2)
+        self.row_weights = tf.constant(row_weights, tf.float32)
+
+    def call(self, inputs):
+        outputs = super().call(inputs)
+        if self.l2 > 0:
+            weights = tf.gather(self.row_weights, tf.cast(inputs, tf.int32))
+            penalty = tf.reduce_sum(weights * tf.reduce_sum(tf.square(outputs), axis=-1))
+            self.add_loss(self.l2 * penalty / tf.cast(tf.shape(outputs)[0], outputs.dtype))
+        return outputs
+
+
+def penalized_embedding(input_dim: int, output_dim: int, l2: float,
+                        row_weights=None, **kwargs) -> keras.layers.Embedding:
+    """An ``Embedding`` with an L2 penalty of ``l2``: on the whole table, or, given
+    ``row_weights`` (:func:`lookup_weights`), on the rows each call looks up
+    (:class:`RowPenalizedEmbedding`; see ``HParams.sparse_updates_min_rows``)."""
+    if row_weights is None:
+        return keras.layers.Embedding(input_dim, output_dim,
+                                      embeddings_regularizer=regularizer(l2), **kwargs)
+    return RowPenalizedEmbedding(input_dim, output_dim, l2, row_weights, **kwargs)
 
 
 def projection(hidden: Sequence[int], dim: int, name: str) -> keras.Sequential:

@@ -258,7 +258,8 @@ class SequentialModel(_SequenceModel):
             vocabulary, hparams.embedding_dim,
             movie_tower=self.candidate_tower if hparams.share_embeddings else None,
             mask_padding=hparams.mask_padding, l2=hparams.l2_regularization,
-            l2_rows_only=_sparse_updates(vocabulary, hparams))
+            l2_row_weights=_row_weights(vocabulary, hparams, vocabulary.movie_counts,
+                                        vocabulary.sequence_shape()[0], reserved_rows=2))
 
 
 class AttentionModel(_SequenceModel):
@@ -319,18 +320,28 @@ def _user_tower(vocabulary, hparams, timestamp_stats):
                      timestamp_stats if hparams.use_timestamps else None, hparams.tower_layers,
                      l2=hparams.l2_regularization,
                      timestamp_features=hparams.timestamp_features,
-                     l2_rows_only=_sparse_updates(vocabulary, hparams))
+                     l2_row_weights=_row_weights(vocabulary, hparams, vocabulary.user_counts))
 
 
 def _movie_tower(vocabulary, hparams):
     return towers.MovieTower(vocabulary, hparams.embedding_dim, hparams.use_title, hparams.use_genres,
                       hparams.tower_layers, hparams.title_max_tokens,
                       l2=hparams.l2_regularization,
-                      l2_rows_only=_sparse_updates(vocabulary, hparams))
+                      l2_row_weights=_row_weights(vocabulary, hparams, vocabulary.movie_counts))
 
 
 def _sparse_updates(vocabulary: Vocabulary, hparams: HParams) -> bool:
     return hparams.sparse_updates(vocabulary.num_users, vocabulary.num_movies)
+
+
+def _row_weights(vocabulary: Vocabulary, hparams: HParams, counts, lookups_per_example=1,
+                 reserved_rows=1):
+    """With sparse updates, an id table's per-row penalty weights (the penalty on the
+    looked-up rows, equal to the whole table's in expectation: encoders.lookup_weights);
+    None (the whole-table penalty) otherwise."""
+    if not _sparse_updates(vocabulary, hparams):
+        return None
+    return encoders.lookup_weights(counts, lookups_per_example, reserved_rows)
 
 
 def _retrieval_task(candidate_tower, vocabulary, hparams, movie_counts=None):

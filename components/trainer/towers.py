@@ -48,16 +48,15 @@ class UserTower(keras.Model):
                  tower_layers: Sequence[int] = (), name: str = "user_tower",
                  l2: float = 0.0,
                  timestamp_features: Sequence[str] = ("global", "user_relative"),
-                 l2_rows_only: bool = False):
+                 l2_row_weights: Optional[np.ndarray] = None):
         super().__init__(name=name)
         if len(user_ids) == 0:
             raise ValueError("the user vocabulary is empty")
         self.lookup = keras.layers.IntegerLookup(
             vocabulary=np.asarray(user_ids, np.int64), mask_token=None, num_oov_indices=1,
             name="user_lookup")
-        self.embedding = keras.layers.Embedding(
-            len(user_ids) + 1, embedding_dim, **encoders.embedding_penalty(l2, l2_rows_only),
-            name="user_embedding")
+        self.embedding = encoders.penalized_embedding(
+            len(user_ids) + 1, embedding_dim, l2, l2_row_weights, name="user_embedding")
         unknown = sorted(set(timestamp_features) - set(TIMESTAMP_FEATURES))
         if unknown:
             raise ValueError(f"unknown timestamp features {unknown}; known: {TIMESTAMP_FEATURES}")
@@ -104,14 +103,15 @@ class MovieTower(keras.Model):
     def __init__(self, vocabulary: Vocabulary, embedding_dim: int,
                  use_title: bool = False, use_genres: bool = False,
                  tower_layers: Sequence[int] = (), title_max_tokens: int = 10_000,
-                 name: str = "movie_tower", l2: float = 0.0, l2_rows_only: bool = False):
+                 name: str = "movie_tower", l2: float = 0.0,
+                 l2_row_weights: Optional[np.ndarray] = None):
         super().__init__(name=name)
         self.lookup = keras.layers.IntegerLookup(
             vocabulary=vocabulary.movie_ids, mask_token=None, num_oov_indices=1,
             name="movie_lookup")
-        self.embedding = keras.layers.Embedding(
-            vocabulary.num_movies + 1, embedding_dim,
-            **encoders.embedding_penalty(l2, l2_rows_only), name="movie_embedding")
+        self.embedding = encoders.penalized_embedding(
+            vocabulary.num_movies + 1, embedding_dim, l2, l2_row_weights,
+            name="movie_embedding")
         self.title_embedding = self.genre_embedding = None
         if use_title:
             table, tokens = encoders.title_token_table(vocabulary.movie_titles, title_max_tokens)
@@ -161,7 +161,8 @@ class SequenceQueryTower(keras.Model):
 
     def __init__(self, vocabulary: Vocabulary, embedding_dim: int,
                  movie_tower: Optional[MovieTower] = None, name: str = "sequence_query_tower",
-                 mask_padding: bool = True, l2: float = 0.0, l2_rows_only: bool = False):
+                 mask_padding: bool = True, l2: float = 0.0,
+                 l2_row_weights: Optional[np.ndarray] = None):
         super().__init__(name=name)
         self.movie_tower = movie_tower
         if movie_tower is None:
@@ -169,9 +170,9 @@ class SequenceQueryTower(keras.Model):
             self.lookup = keras.layers.IntegerLookup(
                 vocabulary=vocabulary.movie_ids, mask_token=contract.PAD_MOVIE_ID,
                 num_oov_indices=1, name="context_movie_lookup")
-            self.embedding = keras.layers.Embedding(
-                vocabulary.num_movies + 2, embedding_dim, mask_zero=mask_padding,
-                **encoders.embedding_penalty(l2, l2_rows_only), name="context_movie_embedding")
+            self.embedding = encoders.penalized_embedding(
+                vocabulary.num_movies + 2, embedding_dim, l2, l2_row_weights,
+                mask_zero=mask_padding, name="context_movie_embedding")
         self.mask_padding = mask_padding
         self.gru = keras.layers.GRU(embedding_dim, name="gru")
 
