@@ -546,9 +546,10 @@ def test_row_penalty_equals_the_whole_tables_on_a_batch_in_proportion_to_the_cou
     layer = encoders.RowPenalizedEmbedding(6, 3, l2, rows_per_id)
     whole = encoders.penalized_embedding(6, 3, l2)
     batch = tf.constant(np.repeat(np.arange(1, 6), counts).reshape(-1, 1))  # [16, 1]
-    with tf.GradientTape() as tape:
+    with tf.GradientTape() as tape, encoders.row_penalties() as collected:
         layer(batch)
-        penalty = tf.add_n(layer.losses)
+        penalty = tf.add_n(collected)
+    assert len(collected) == 1 and not layer.losses
     whole.build((None,))
     whole.set_weights(layer.get_weights())
     table = layer.get_weights()[0]
@@ -557,6 +558,14 @@ def test_row_penalty_equals_the_whole_tables_on_a_batch_in_proportion_to_the_cou
     assert float(whole.losses[0]) == pytest.approx(l2 * float((table ** 2).sum()), rel=1e-5)
     gradient = tf.convert_to_tensor(tape.gradient(penalty, layer.embeddings)).numpy()
     assert not gradient[[0, 4]].any() and gradient[[1, 2, 3, 5]].all()
+    with encoders.row_penalties() as collected:
+        with encoders.not_example_lookups():  # the catalogue, sampled negatives: none
+            layer(batch)
+        assert not collected
+        layer(batch)
+        layer(batch)  # each call's penalty is kept (Keras' add_loss keeps the last only)
+    assert [float(p) for p in collected] == pytest.approx([float(penalty)] * 2)
+    layer(batch)  # outside a training step's block: no penalty anywhere
     with pytest.raises(ValueError, match="5 row weights for 6 rows"):
         encoders.RowPenalizedEmbedding(6, 3, l2, rows_per_id[1:])
 
@@ -570,12 +579,28 @@ def test_retrieval_preset_trains_large_tables_with_sparse_updates_and_exports(da
     assert not hp.preset("ranking").sparse_updates(10 ** 6, 10 ** 6)
     vocab = data["vocab"]
     hparams = hp.HParams.from_dict({"embedding_dim": 8, "batch_size": 64,
-                                    "sparse_updates_min_rows": vocab.num_users})
-    model = M.compile_model(M.build_model(hparams, vocab), hparams)
+                                    "sparse_updates_min_rows": vocab.num_users,
+                                    "sampled_softmax_min_catalogue": 1,
+                                    "num_sampled_negatives": 32})
+    model = M.compile_model(M.build_model(
+        hparams, vocab, movie_counts=vocab.movie_counts), hparams)
     assert isinstance(model.optimizer, optimizers.LazyAdam)
     for tower in (model.query_tower, model.candidate_tower):
         assert isinstance(tower.embedding, encoders.RowPenalizedEmbedding)
     train = inputs.input_dataset(hparams, vocab, data["rating"]["train"], training=True)
+    # The penalty is the batch's own lookups' (users, labels), not the sampled negatives'.
+    batch = next(iter(train))
+    with encoders.row_penalties() as collected:
+        model.compute_loss(batch, training=True)
+    expected = 0.0
+    for tower, key, counts in ((model.query_tower, contract.USER_ID, vocab.user_counts),
+                               (model.candidate_tower, contract.MOVIE_ID, vocab.movie_counts)):
+        rows = tower.lookup(batch[key]).numpy()
+        table = tower.embedding.embeddings.numpy()
+        weights = encoders.lookup_weights(counts)
+        expected += hparams.l2_regularization * float(
+            (weights[rows] * (table[rows] ** 2).sum(-1)).sum()) / len(rows)
+    assert float(tf.add_n(collected)) == pytest.approx(expected, rel=1e-4)
     logs = model.fit(train.take(3), epochs=1, verbose=0).history
     assert logs["regularization_loss"][0] > 0
     users = {contract.USER_ID: tf.constant(vocab.user_ids[:4])}

@@ -13,7 +13,9 @@ Also the small Keras helpers every tower shares (:func:`regularizer`,
 from __future__ import annotations
 
 import collections
+import contextlib
 import re
+import threading
 from typing import List, Sequence
 
 import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
@@ -154,6 +156,37 @@ def lookup_weights(counts: Sequence[int], lookups_per_example: float = 1.0,
     return np.concatenate([np.zeros(reserved_rows), weights]).astype(np.float32)
 
 
+# Where RowPenalizedEmbedding puts its penalties: a list while row_penalties() is
+# active, None otherwise. Not Keras' add_loss: Keras clears a layer's call-time losses at
+# each top-level call, and a step calls a tower several times (the labels, then the
+# catalogue or the sampled negatives), so all but the last call's would be lost.
+_ROW_PENALTIES = threading.local()
+
+
+@contextlib.contextmanager
+def _collecting(collected):
+    previous = getattr(_ROW_PENALTIES, "collected", None)
+    _ROW_PENALTIES.collected = collected
+    try:
+        yield collected
+    finally:
+        _ROW_PENALTIES.collected = previous
+
+
+def row_penalties():
+    """``with row_penalties() as penalties:`` -- the row penalties (scalar tensors) of the
+    :class:`RowPenalizedEmbedding` calls made (traced) inside the block, as a list; a
+    training step adds their sum to the loss (``models._Model.train_step``)."""
+    return _collecting([])
+
+
+def not_example_lookups():
+    """Calls inside this block add no row penalty: lookups that are not the examples'
+    own -- the catalogue or the sampled negatives embedded for the retrieval loss --
+    which :func:`lookup_weights` does not count."""
+    return _collecting(None)
+
+
 class RowPenalizedEmbedding(keras.layers.Embedding):
     """An ``Embedding`` whose L2 penalty is on the rows each call looks up, weighted by
     :func:`lookup_weights`: ``l2 x sum over lookups of weight(row) x |row|^2 / B`` (B: the
@@ -161,6 +194,9 @@ class RowPenalizedEmbedding(keras.layers.Embedding):
     whole-table penalty ``l2 x sum |row|^2`` (what ``embeddings_regularizer`` adds every
     step), but its gradient is as sparse as the lookup (``HParams.sparse_updates``):
     each row is penalized when looked up, in proportion to how rarely that happens.
+    The penalty goes to the list of the enclosing :func:`row_penalties` block (a
+    training step's); outside one, and for lookups that are not an example's
+    (:func:`not_example_lookups`), there is none.
 
     ids ``[B, ...]`` int -> float32 ``[B, ..., D]``, as ``keras.layers.Embedding``."""
 
@@ -174,10 +210,11 @@ class RowPenalizedEmbedding(keras.layers.Embedding):
 
     def call(self, inputs):
         outputs = super().call(inputs)
-        if self.l2 > 0:
+        collected = getattr(_ROW_PENALTIES, "collected", None)
+        if self.l2 > 0 and collected is not None:
             weights = tf.gather(self.row_weights, tf.cast(inputs, tf.int32))
             penalty = tf.reduce_sum(weights * tf.reduce_sum(tf.square(outputs), axis=-1))
-            self.add_loss(self.l2 * penalty / tf.cast(tf.shape(outputs)[0], outputs.dtype))
+            collected.append(self.l2 * penalty / tf.cast(tf.shape(outputs)[0], outputs.dtype))
         return outputs
 
 

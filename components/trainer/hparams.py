@@ -313,7 +313,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         learning_rate=0.003, learning_rate_schedule="cosine", full_softmax=True,
         l2_regularization=0.05, use_title=True, use_genres=True,
         # Above ML-1M's 6,040 users sparse updates buy nothing (the step costs the same);
-        # at 70,000 they trained 2.6x faster, to better top-K: benchmarks/README.md.
+        # at 70,000 they trained 2.7x faster, to better top-K: benchmarks/README.md.
         sparse_updates_min_rows=50_000),
     RANKING: dict(
         model=RANKING, embedding_dim=64, epochs=10, batch_size=1024, optimizer="adam",

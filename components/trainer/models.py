@@ -59,12 +59,15 @@ class _Model(tfrs.Model):
     def train_step(self, inputs):
         """``tfrs.Model.train_step``, with the regularization losses divided by the
         replicas in sync: the replicas' gradients are summed, so the penalty per global
-        step stays the single-device one (components/trainer/distribute.py)."""
+        step stays the single-device one (components/trainer/distribute.py). With sparse
+        updates the id tables' penalties on the looked-up rows are among them
+        (``encoders.row_penalties``; training only)."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape, encoders.row_penalties() as row_penalties:
             loss = self.compute_loss(inputs, training=True)
             regularization_loss = tf.reduce_sum(
-                [tf.reduce_sum(penalty) for penalty in self.losses]) / replicas
+                [tf.reduce_sum(penalty) for penalty in self.losses + row_penalties]
+            ) / replicas
             total_loss = loss + regularization_loss
         gradients = tape.gradient(total_loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
@@ -239,7 +242,10 @@ class _SequenceModel(_TwoTowerModel):
         del timestamp_stats  # the sequence examples' timestamp is not a query feature here
         super().__init__(name=self.model_name)
         self.hparams = hparams
-        self.candidate_tower = _movie_tower(vocabulary, hparams)
+        # With shared embeddings the movie table is looked up by the label and by each
+        # context position (the row penalty's expected lookups per example).
+        shared_lookups = vocabulary.sequence_shape()[0] if hparams.share_embeddings else 0
+        self.candidate_tower = _movie_tower(vocabulary, hparams, 1 + shared_lookups)
         self.query_tower = self.build_query_tower(vocabulary, hparams)
         self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams, movie_counts)
 
@@ -279,7 +285,7 @@ class AttentionModel(_SequenceModel):
     def build_query_tower(self, vocabulary, hparams):
         return attention.AttentionQueryTower(
             self.candidate_tower if hparams.share_embeddings
-            else _movie_tower(vocabulary, hparams),
+            else _movie_tower(vocabulary, hparams, vocabulary.sequence_shape()[0]),
             vocabulary.sequence_shape()[0], hparams.embedding_dim,
             blocks=hparams.attention_blocks, heads=hparams.attention_heads,
             dropout=hparams.attention_dropout, l2=hparams.l2_regularization)
@@ -323,11 +329,12 @@ def _user_tower(vocabulary, hparams, timestamp_stats):
                      l2_row_weights=_row_weights(vocabulary, hparams, vocabulary.user_counts))
 
 
-def _movie_tower(vocabulary, hparams):
+def _movie_tower(vocabulary, hparams, lookups_per_example=1):
     return towers.MovieTower(vocabulary, hparams.embedding_dim, hparams.use_title, hparams.use_genres,
                       hparams.tower_layers, hparams.title_max_tokens,
                       l2=hparams.l2_regularization,
-                      l2_row_weights=_row_weights(vocabulary, hparams, vocabulary.movie_counts))
+                      l2_row_weights=_row_weights(vocabulary, hparams, vocabulary.movie_counts,
+                                                  lookups_per_example))
 
 
 def _sparse_updates(vocabulary: Vocabulary, hparams: HParams) -> bool:

@@ -46,7 +46,9 @@ class CatalogueTopK(tfrs.layers.factorized_top_k.TopK):
     @encoders.graph_safe
     def call(self, queries, k=None, training=None, mask=None):  # pylint: disable=unused-argument
         k = min(k or self._k, int(self._ids.shape[0]))
-        scores = tf.matmul(queries, self.candidate_tower(self._ids), transpose_b=True)
+        with encoders.not_example_lookups():
+            catalogue = self.candidate_tower(self._ids)
+        scores = tf.matmul(queries, catalogue, transpose_b=True)
         values, rows = tf.math.top_k(scores, k=k)
         return values, tf.gather(self._ids, rows)
 
@@ -125,8 +127,9 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.base.Task):
         """In-batch ``[B]`` plus pooled ``[N]`` candidates -> logits ``[B, B + N]``."""
         if self.negative_sampler is not None:
             pool = self.negative_sampler()                                      # [N]
-            candidate_embeddings = tf.concat(
-                [candidate_embeddings, self.candidate_tower(pool)], axis=0)     # [B+N, D]
+            with encoders.not_example_lookups():  # their penalty: the examples' lookups'
+                negatives = self.candidate_tower(pool)                          # [N, D]
+            candidate_embeddings = tf.concat([candidate_embeddings, negatives], axis=0)
             candidate_ids = tf.concat([candidate_ids, pool], axis=0)            # [B+N]
         probability = None
         if self._sampling_probability is not None:
@@ -141,7 +144,8 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.base.Task):
                    sample_weight):
         """Logits against the whole catalogue ``[B, M]``."""
         del candidate_embeddings  # the catalogue is re-embedded whole
-        catalogue = self.candidate_tower(self._catalogue_ids)                  # [M, D]
+        with encoders.not_example_lookups():
+            catalogue = self.candidate_tower(self._catalogue_ids)              # [M, D]
         logits = tf.matmul(query_embeddings, catalogue, transpose_b=True) / self._temperature
         rows = self.catalogue_rows(candidate_ids)
         known = tf.cast(rows >= 0, tf.float32)
