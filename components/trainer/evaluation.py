@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import contract
-from components.trainer import encoders, histories
+from components.trainer import histories
 from components.trainer.vocabulary import Vocabulary
 
 keras = tf.keras  # tf_keras (Keras 2) under TF_USE_LEGACY_KERAS=1
@@ -32,10 +32,9 @@ def catalogue_embeddings(candidate_tower: keras.Model, vocabulary: Vocabulary,
                          batch_size: int = 8192) -> np.ndarray:
     """float32 ``[M, D]``: row ``i`` embeds ``vocabulary.movie_ids[i]``."""
     ids = vocabulary.movie_ids
-    with encoders.not_example_lookups():
-        return np.concatenate([
-            candidate_tower(tf.constant(ids[start:start + batch_size])).numpy()
-            for start in range(0, len(ids), batch_size)])
+    return np.concatenate([
+        candidate_tower(tf.constant(ids[start:start + batch_size])).numpy()
+        for start in range(0, len(ids), batch_size)])
 
 
 def label_ranks(query_embeddings: np.ndarray, catalogue: np.ndarray,
