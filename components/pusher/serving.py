@@ -126,13 +126,16 @@ class RetrievalServer(tf.Module):
                 tf.constant(np.asarray(users, np.int64)), tf.constant(np.asarray(times, np.int64))),
                 int(times.max()) if len(times) else 0)
 
-        @tf.function(input_signature=[{**spec, contract.K_INPUT: k_spec}])
+        # Traced without AutoGraph: no data-dependent Python control flow here, and
+        # converting the code costs seconds per signature (components/trainer/export.py).
+        @tf.function(autograph=False, input_signature=[{**spec, contract.K_INPUT: k_spec}])
         def recommend(inputs):
             inputs = dict(inputs)
             k = inputs.pop(contract.K_INPUT)
             return self._recommend(self._with_query_time(inputs), k, None)
 
-        @tf.function(input_signature=[{**spec, contract.K_INPUT: k_spec, contract.EXCLUDE_INPUT: exclude_spec}])
+        @tf.function(autograph=False, input_signature=[
+            {**spec, contract.K_INPUT: k_spec, contract.EXCLUDE_INPUT: exclude_spec}])
         def recommend_excluding(inputs):
             inputs = dict(inputs)
             k, exclude = inputs.pop(contract.K_INPUT), inputs.pop(contract.EXCLUDE_INPUT)
@@ -142,7 +145,7 @@ class RetrievalServer(tf.Module):
         self.recommend_excluding = recommend_excluding
         self.recommend_at_time = None
         if self.query_times is not None:
-            @tf.function(input_signature=[{**full_spec, contract.K_INPUT: k_spec,
+            @tf.function(autograph=False, input_signature=[{**full_spec, contract.K_INPUT: k_spec,
                                            contract.EXCLUDE_INPUT: exclude_spec}])
             def recommend_at_time(inputs):
                 inputs = dict(inputs)

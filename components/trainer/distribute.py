@@ -81,6 +81,9 @@ def build_and_fit(hparams: HParams, vocabulary: Vocabulary, train_files,
         model(batch)
         if hparams.kind.retrieves:
             model.candidate_tower(batch[hparams.kind.label_key])
+        # The optimizer's slots too: a first step that creates variables is traced
+        # twice by tf.function (once creating them, once without).
+        model.optimizer.build(model.trainable_variables)
     model.train_examples = inputs.count_examples(train_files)
     steps_per_epoch = step_hparams.steps_per_epoch(model.train_examples)
     if train_steps is not None:  # a fixed number of batches, once

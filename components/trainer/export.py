@@ -56,6 +56,13 @@ from components.trainer.vocabulary import Vocabulary
 # Movies scored at once by eval_ranks: [B, EVAL_CHUNK] scores in memory, never [B, M].
 EVAL_CHUNK = 4096
 
+# The signatures are traced without AutoGraph (``autograph=False``): they have no
+# data-dependent Python control flow, and converting them converts, through the towers,
+# Keras' own layer code, which was most of a first export's time in a process. Served
+# models are never differentiated, so the SavedModel holds no gradient functions either:
+# tracing the GRU's was most of a sequential export's.
+_SAVE_OPTIONS = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
+
 
 def _string_table(keys: np.ndarray, values: np.ndarray) -> tf.lookup.StaticHashTable:
     return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
@@ -94,11 +101,11 @@ class QueryModule(tf.Module):
         spec = inputs.feature_spec(hparams, vocabulary)
         parse_spec = {name: spec[name] for name in signature}
 
-        @tf.function(input_signature=[signature])
+        @tf.function(autograph=False, input_signature=[signature])
         def serve(features):
             return {output: self._tower(features)}
 
-        @tf.function(input_signature=[
+        @tf.function(autograph=False, input_signature=[
             tf.TensorSpec([None], tf.string, contract.EXAMPLES_INPUT)])
         def serve_tf_examples(serialized):
             return serve(tf.io.parse_example(serialized, parse_spec))
@@ -128,7 +135,8 @@ def export_module(model, hparams: HParams, vocabulary: Vocabulary,
     transform_spec = {contract.USER_ID: tf.io.FixedLenFeature([], tf.int64),
                       key: tf.io.FixedLenFeature([], tf.int64)}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, contract.EXAMPLES_INPUT)])
+    @tf.function(autograph=False,
+                 input_signature=[tf.TensorSpec([None], tf.string, contract.EXAMPLES_INPUT)])
     def transform_features(serialized):
         features = tf.io.parse_example(serialized, transform_spec)
         rows = module.movie_rows.lookup(features[key])
@@ -145,7 +153,8 @@ def export_module(model, hparams: HParams, vocabulary: Vocabulary,
         module.catalogue = tf.Variable(np.asarray(catalogue, np.float32), trainable=False,
                                        name="catalogue")
         spec = inputs.feature_spec(hparams, vocabulary)
-        query_spec = {name: spec[name] for name in query_input_signature(hparams)}
+        signature = query_input_signature(hparams)
+        query_spec = {name: spec[name] for name in signature}
 
         # The label is ranked; the user's training movies, when given, are left out.
         query_spec = {**query_spec, key: transform_spec[key]}
@@ -153,11 +162,13 @@ def export_module(model, hparams: HParams, vocabulary: Vocabulary,
             _add_seen(module, seen)
             query_spec = {**query_spec, **transform_spec}
 
-        @tf.function(input_signature=[
+        @tf.function(autograph=False, input_signature=[
             tf.TensorSpec([None], tf.string, contract.EXAMPLES_INPUT)])
         def eval_ranks(serialized):
             features = tf.io.parse_example(serialized, query_spec)
-            return _label_ranks(module, module.model.query_tower(features),
+            # Through ``serve``'s one concrete function: the tower is traced once.
+            query = module.serve({name: features[name] for name in signature})
+            return _label_ranks(module, query[contract.QUERY_EMBEDDING],
                                 module.movie_rows.lookup(features[key]),
                                 features[contract.USER_ID] if seen is not None else None)
 
@@ -244,7 +255,7 @@ def save(module: tf.Module, export_dir: str) -> str:
     if hasattr(module, contract.EVAL_SIGNATURE):
         signatures[contract.EVAL_SIGNATURE] = module.eval_ranks.get_concrete_function()
     with keras_saving.keras_option_scope(save_traces=False):
-        tf.saved_model.save(module, export_dir, signatures=signatures)
+        tf.saved_model.save(module, export_dir, signatures=signatures, options=_SAVE_OPTIONS)
     return export_dir
 
 

@@ -72,11 +72,12 @@ class TwoStageServer(tf.Module):
         k_spec = tf.TensorSpec([], tf.int32, contract.K_INPUT)
         exclude_spec = tf.TensorSpec([None, None], tf.int64, contract.EXCLUDE_INPUT)
 
-        @tf.function(input_signature=[user_spec, k_spec])
+        # Without AutoGraph, as the served models' signatures (components/pusher/serving.py).
+        @tf.function(autograph=False, input_signature=[user_spec, k_spec])
         def recommend(user_id, k):
             return self._recommend(user_id, k, self._rated_of(user_id))
 
-        @tf.function(input_signature=[user_spec, k_spec, exclude_spec])
+        @tf.function(autograph=False, input_signature=[user_spec, k_spec, exclude_spec])
         def recommend_excluding(user_id, k, exclude_movie_ids):
             return self._recommend(user_id, k, exclude_movie_ids)
 
