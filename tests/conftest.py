@@ -264,6 +264,41 @@ def ml100k_run(ml100k_dir, run_example_gen):
                            max_context_length=10, max_context_movie_genre_length=10)
 
 
+@pytest.fixture(scope="session")
+def tricky_dir(synthetic_data, tmp_path_factory):
+    """``tricky_dir(fmt) -> directory``: the doctored synthetic data set of a layout
+    (tests/tricky_data.py), made once per session. Read only."""
+    from tricky_data import make_tricky
+
+    cache: Dict[str, pathlib.Path] = {}
+
+    def get(fmt: str) -> pathlib.Path:
+        if fmt not in cache:
+            source = synthetic_data(fmt, tie_prob=0.5)
+            cache[fmt] = make_tricky(
+                source, tmp_path_factory.mktemp(f"tricky_{fmt}") / "data", fmt)
+        return cache[fmt]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tricky_run(tricky_dir, run_example_gen):
+    """``tricky_run(fmt) -> ExampleGenRun``: the example generator with its defaults
+    (min_rating 2, random split, seed 42) on ``tricky_dir(fmt)``, once per session (the
+    ML100K_MODULES share it). Read only."""
+    from tricky_data import BLOCK_SIZE
+
+    cache: Dict[str, ExampleGenRun] = {}
+
+    def get(fmt: str) -> ExampleGenRun:
+        if fmt not in cache:
+            cache[fmt] = run_example_gen(tricky_dir(fmt), block_size=BLOCK_SIZE[fmt])
+        return cache[fmt]
+
+    return get
+
+
 @dataclasses.dataclass
 class ServedRuns:
     """Pipeline runs with Evaluators and Pushers (see :func:`served_pipeline`)."""
@@ -444,8 +479,9 @@ def retrained(served_pipeline, tmp_path_factory):
 # ---------------------------------------------------------------------------------------
 # Tiers: `make test-fast` runs `-m "not e2e and not real_data"`. A test is e2e when it
 # runs the whole pipeline (LocalDagRunner, the Vertex emulator, a CLI run), directly or
-# through one of these shared fixtures, or runs a Vertex task's process (marked in its
-# module). A test is real_data when it reads the real MovieLens-100K (the ml100k_dir
+# through one of these shared fixtures, or runs a component's work in a process of its
+# own: a Vertex task, the Trainer on two logical devices, a pushed model loaded by a fresh
+# interpreter (marked in its module). A test is real_data when it reads the real MovieLens-100K (the ml100k_dir
 # fixture, directly or through ml100k_run): the unit tier runs on synthetic data alone,
 # on a machine without the licensed data set. The rest are unit tests of functions and
 # single Beam runs.
@@ -464,7 +500,9 @@ SERVED_MODULES = {"test_batch_recommend", "test_console_output", "test_evaluator
                   "test_run_report", "test_served_agreement", "test_settings",
                   "test_two_stage"}
 SERVED_GROUP = "served_pipeline"
-# The modules that read the session's ML-100K example generation (ml100k_run).
+# The modules that read the session's example generations of ML-100K (ml100k_run) and of
+# the doctored synthetic data (tricky_run).
+EXAMPLE_GEN_FIXTURES = ("ml100k_run", "tricky_run")
 ML100K_MODULES = {"test_example_gen", "test_validation"}
 ML100K_GROUP = "ml100k_run"
 _SLOW_FIRST = (SERVED_GROUP, "test_vertex_entrypoint", "test_models", ML100K_GROUP,
@@ -492,10 +530,11 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(
                 f"{item.nodeid} reads the served pipeline: add {module} to SERVED_MODULES "
                 f"in tests/conftest.py (or each worker runs the pipeline again)")
-        if "ml100k_run" in fixtures and module not in ML100K_MODULES:
-            raise pytest.UsageError(
-                f"{item.nodeid} reads ml100k_run: add {module} to ML100K_MODULES in "
-                f"tests/conftest.py (or each worker runs the example generator again)")
+        for shared in EXAMPLE_GEN_FIXTURES:
+            if shared in fixtures and module not in ML100K_MODULES:
+                raise pytest.UsageError(
+                    f"{item.nodeid} reads {shared}: add {module} to ML100K_MODULES in "
+                    f"tests/conftest.py (or each worker runs the example generator again)")
 
     def rank(item):
         group = _group(item.module.__name__)

@@ -209,6 +209,7 @@ def test_attention_trains_and_its_export_answers_queries(data, exported):
                                model(probe).numpy()[:4], atol=1e-5)
 
 
+@pytest.mark.e2e  # the Pusher end to end; served models loaded by a fresh process
 def test_the_pusher_serves_it_with_both_variants(exported, tmp_path):
     root = str(tmp_path / "serving")
     push = executor.push(exported["dir"], root, ATTENTION, ATTENTION, blessed=True,

@@ -899,7 +899,8 @@ def test_training_budget_keeps_the_schedule_and_caps_the_examples(data):
     size = inputs.count_examples(train)
     assert size == sum(len(b[contract.MOVIE_ID]) for b in inputs.make_dataset(
         train, inputs.rating_feature_spec(), 4096, shuffle=False))
-    base = {"embedding_dim": 8, "epochs": 3, "batch_size": 256, "top_ks": [10],
+    batch = 1024  # few steps per epoch: what is counted is steps, not what they learn
+    base = {"embedding_dim": 8, "epochs": 3, "batch_size": batch, "top_ks": [10],
             "learning_rate_schedule": "cosine", "optimizer": "adam"}
     whole = hp.HParams.from_dict({**base, "train_example_budget": 3 * size}, preset=False)
     assert whole.steps_per_epoch(size) is None
@@ -907,7 +908,7 @@ def test_training_budget_keeps_the_schedule_and_caps_the_examples(data):
                                 preset=False).steps_per_epoch(10 ** 12) is None
     capped = hp.HParams.from_dict({**base, "train_example_budget": size // 2}, preset=False)
     steps = capped.steps_per_epoch(size)  # one pass at least, in 3 segments
-    assert steps == -(-size // (3 * 256)) and 3 * steps * 256 >= size
+    assert steps == -(-size // (3 * batch)) and 3 * steps * batch >= size
 
     class Batches(tf.keras.callbacks.Callback):
         def __init__(self):
@@ -923,7 +924,7 @@ def test_training_budget_keeps_the_schedule_and_caps_the_examples(data):
                     self.model.optimizer.learning_rate)))
             self.per_epoch[-1] += 1
 
-    for hparams, expected in ((whole, [-(-size // 256)] * 3), (capped, [steps] * 3)):
+    for hparams, expected in ((whole, [-(-size // batch)] * 3), (capped, [steps] * 3)):
         counter = Batches()
         model = distribute.build_and_fit(hparams, data["vocab"], train, callbacks=[counter])
         assert counter.per_epoch == expected
@@ -931,7 +932,7 @@ def test_training_budget_keeps_the_schedule_and_caps_the_examples(data):
         assert "loss" in model.history.history
         assert not [name for name in model.history.history if "top_k" in name]
         assert model.train_examples == size
-        assert model.examples_seen == (3 * size if hparams is whole else 3 * steps * 256)
+        assert model.examples_seen == (3 * size if hparams is whole else 3 * steps * batch)
         np.testing.assert_allclose(counter.rates, [
             0.1 * 0.5 * (1 + np.cos(np.pi * e / 3)) for e in range(3)], rtol=1e-5)
 
@@ -1007,6 +1008,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.e2e  # the Trainer's work end to end, in a process of its own
 def test_mirrored_strategy_on_two_logical_cpus(data, tmp_path):
     """MirroredStrategy over two logical CPUs (configured before TensorFlow initialises,
     hence a subprocess): global batch and learning rate scaled by 2, the same
