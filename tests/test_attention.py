@@ -175,6 +175,7 @@ def exported(data, tmp_path_factory):
     model = M.compile_model(M.build_model(hparams, vocab), hparams)
     probe = next(iter(inputs.input_dataset(hparams, vocab, data["files"][contract.EVAL],
                                            training=False)))
+    M.create_variables(model, probe)
     before = float(model.compute_loss(probe))
     model.fit(train, epochs=hparams.epochs, verbose=0)
     after = float(model.compute_loss(probe))

@@ -81,6 +81,7 @@ def _loss(model, batch):
 
 def _train(model, hparams, train, probe):
     """Fits ``model``; returns its loss on ``probe`` before and after."""
+    M.create_variables(model, probe)
     before = _loss(model, probe)
     model.fit(train, epochs=hparams.epochs, verbose=0)
     return before, _loss(model, probe)

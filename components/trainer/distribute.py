@@ -75,15 +75,9 @@ def build_and_fit(hparams: HParams, vocabulary: Vocabulary, train_files,
     with strategy.scope():
         model = models.compile_model(models.build_model(
             step_hparams, vocabulary, timestamp_stats, movie_counts), step_hparams)
-        # Keras layers create their variables at the first call: make it here, so that
-        # every variable belongs to the strategy whatever touches the model first.
-        batch = next(iter(train_data))
-        model(batch)
-        if hparams.kind.retrieves:
-            model.candidate_tower(batch[hparams.kind.label_key])
-        # The optimizer's slots too: a first step that creates variables is traced
-        # twice by tf.function (once creating them, once without).
-        model.optimizer.build(model.trainable_variables)
+        # Here, so that every variable belongs to the strategy whatever touches the
+        # model first.
+        models.create_variables(model, next(iter(train_data)))
     model.train_examples = inputs.count_examples(train_files)
     steps_per_epoch = step_hparams.steps_per_epoch(model.train_examples)
     if train_steps is not None:  # a fixed number of batches, once

@@ -16,7 +16,7 @@ optional user and movie biases.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
@@ -387,3 +387,15 @@ def build_model(hparams: HParams, vocabulary: Vocabulary,
 def compile_model(model: tfrs.Model, hparams: HParams) -> tfrs.Model:
     model.compile(optimizer=make_optimizer(hparams, model.sparse_updates))
     return model
+
+
+def create_variables(model: tfrs.Model, batch: Dict[str, tf.Tensor]) -> None:
+    """Creates every variable of a compiled ``model`` and of its optimizer from one input
+    ``batch`` (a dict of features ``[B, ...]``). Keras layers create theirs at their first
+    call, the optimizer its slots at its first step; and tf.function traces a first
+    training step that creates variables twice (once creating them, once without). Under
+    a ``tf.distribute`` strategy, call it in the strategy's scope."""
+    model(batch)
+    if model.hparams.kind.retrieves:
+        model.candidate_tower(batch[model.label_key])
+    model.optimizer.build(model.trainable_variables)
