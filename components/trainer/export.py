@@ -59,8 +59,7 @@ EVAL_CHUNK = 4096
 # The signatures are traced without AutoGraph (``autograph=False``): they have no
 # data-dependent Python control flow, and converting them converts, through the towers,
 # Keras' own layer code, which was most of a first export's time in a process. Served
-# models are never differentiated, so the SavedModel holds no gradient functions either:
-# tracing the GRU's was most of a sequential export's.
+# models are never differentiated, so the SavedModel holds no gradient functions.
 _SAVE_OPTIONS = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
 
 
