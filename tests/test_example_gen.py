@@ -25,7 +25,6 @@ from components.example_gen import executor, generate, transforms, vocabularies
 from components.example_gen.config import ExampleGenConfig
 from data import movielens
 import reference_sequences as reference  # tests/ is on sys.path (conftest.py)
-from conftest import read_tfrecords
 from tricky_data import BLOCK_SIZE, EXTRA_USER, MOVIES_FILE, RATINGS_FILE, UNRATED_MOVIE
 
 USER_FEATURES = {"user_age", "user_gender", "user_occupation", "user_zip_code"}
@@ -583,30 +582,3 @@ def test_component_runs_in_local_dag_runner(synthetic_data, tmp_path):
         stats = json.load(handle)
     assert stats["kept"] == len(data.ratings) == 600
     assert sum(stats["sequence_examples"].values()) == len(reference.sequence_examples(data))
-
-
-def test_one_sink_writes_every_destination_once_even_if_finalized_again(tmp_path):
-    """The examples' sink, driven as ``beam.io.Write`` drives it: two bundles, three
-    destinations (one gets nothing: one empty file), a failed bundle's file left behind,
-    and the finalization run twice (a retry), which must not move or lose anything."""
-    from components.example_gen import records
-
-    prefixes = [str(tmp_path / name / "data_tfrecord") for name in ("a", "b", "c")]
-    sink = records._FramedTFRecordsSink(prefixes)
-    temporary = sink.initialize_write()
-    first, second = sink.open_writer(temporary, "one"), sink.open_writer(temporary, "two")
-    failed = sink.open_writer(temporary, "failed")  # its result never reaches finalize
-    for writer, index, records_ in ((first, 0, [b"x"]), (second, 0, [b"y", b"z"]),
-                                    (second, 1, [b"w"]), (failed, 1, [b"lost"])):
-        writer.write((index, records.frame_tfrecords(records_)))
-    results = [first.close(), second.close()]
-    failed.close()
-    written = list(sink.finalize_write(temporary, results, None))
-    assert list(sink.finalize_write(temporary, results, None)) == written  # a retry
-    assert sorted(written) == sorted(
-        [f"{prefixes[0]}-00000-of-00002.gz", f"{prefixes[0]}-00001-of-00002.gz",
-         f"{prefixes[1]}-00000-of-00001.gz", f"{prefixes[2]}-00000-of-00001.gz"])
-    for name, expected in (("a", [b"x", b"y", b"z"]), ("b", [b"w"]), ("c", [])):
-        assert sorted(read_tfrecords(str(tmp_path / name / "*.gz"))) == expected
-        assert sorted(os.listdir(tmp_path / name)) == sorted(
-            os.path.basename(path) for path in written if f"/{name}/" in path)
