@@ -61,10 +61,6 @@ def _write_text(pcoll_of_one_text, path: str, label: str):
     _ = pcoll_of_one_text | label >> records.WriteTextFile(path)
 
 
-def _to_destination(blob: bytes, index: int):
-    return index, blob
-
-
 def build_pipeline(
     pipeline: beam.Pipeline,
     layout: movielens.Layout,
@@ -110,16 +106,12 @@ def build_pipeline(
                     examples_fn.STATS, examples_fn.DROPPED, examples_fn.MOVIE_COUNTS,
                     examples_fn.USER_COUNTS, examples_fn.DISTRIBUTION,
                     *examples_fn.OUTPUTS))
-    destinations = [(kind, uri, split)
-                    for kind, uri in ((transforms.SEQUENCE, paths.sequence_examples),
-                                      (transforms.RATING, paths.rating_examples))
-                    for split in transforms.SPLITS]
-    _ = ([examples[f"{kind}_{split}"] | f"Destination-{kind}-{split}" >> beam.Map(
-            _to_destination, index) for index, (kind, _, split) in enumerate(destinations)]
-         | "FlattenExamples" >> beam.Flatten()
-         | "WriteExamples" >> records.WriteFramedTFRecords(
-             [FileSystems.join(uri, f"Split-{split}", "data_tfrecord")
-              for _, uri, split in destinations]))
+    for kind, uri in ((transforms.SEQUENCE, paths.sequence_examples),
+                      (transforms.RATING, paths.rating_examples)):
+        for split in transforms.SPLITS:
+            _ = examples[f"{kind}_{split}"] | f"Write-{kind}-{split}" >> (
+                records.WriteFramedTFRecords(
+                    FileSystems.join(uri, f"Split-{split}", "data_tfrecord")))
 
     # Vocabularies: one line per movie / user, so only catalogue-sized lists meet here.
     movie_lines = (examples[examples_fn.MOVIE_COUNTS]

@@ -9,12 +9,11 @@ per-record Python call happens at write time.
 from __future__ import annotations
 
 import struct
-import uuid
-from typing import Dict, Iterable, List, Mapping, Sequence
+from typing import Dict, Iterable, List, Mapping
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.io import iobase
+from apache_beam.io import filebasedsink
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.filesystem import CompressionTypes
 
@@ -59,94 +58,25 @@ def frame_tfrecords(records: Iterable[bytes]) -> bytes:
     return b"".join(parts)
 
 
-class _FramedTFRecordsSink(iobase.Sink):
-    """``(destination, blob of framed TFRecords)`` pairs -> gzipped files
-    ``<prefix>-SSSSS-of-NNNNN.gz`` for each destination's ``prefix`` (the names a
-    ``FileBasedSink`` gives), at least one file per destination (empty if it got nothing).
+class _FramedTFRecordSink(filebasedsink.FileBasedSink):
+    """Writes elements that already hold TFRecord-framed bytes, one write per element."""
 
-    One sink for every destination: each ``beam.io.Write`` adds its own initialization,
-    bundle writes and finalization (eight transforms, four with side inputs), which cost
-    more than the writing itself on small data. As with a ``FileBasedSink``, each bundle
-    writes temporary files (here one per destination it meets), and only the successful
-    bundles' files are renamed into place by the one finalization.
-    """
+    def __init__(self, file_path_prefix: str, file_name_suffix: str):
+        super().__init__(
+            file_path_prefix, coder=beam.coders.BytesCoder(), file_name_suffix=file_name_suffix,
+            num_shards=0, shard_name_template=None, mime_type="application/octet-stream",
+            compression_type=CompressionTypes.AUTO)
 
-    skip_if_empty = True  # finalize_write writes the empty destinations' files itself
-
-    def __init__(self, prefixes: Sequence[str]):
-        super().__init__()
-        self._prefixes = tuple(prefixes)
-
-    def initialize_write(self) -> List[str]:
-        """The temporary directories, one per destination, beside its files."""
-        run = uuid.uuid4().hex
-        directories = [FileSystems.join(FileSystems.split(prefix)[0], f".temp-{run}")
-                       for prefix in self._prefixes]
-        for directory in directories:
-            FileSystems.mkdirs(directory)
-        return directories
-
-    def open_writer(self, init_result: List[str], uid: str) -> "_FramedTFRecordsWriter":
-        return _FramedTFRecordsWriter(init_result, uid)
-
-    def pre_finalize(self, init_result, writer_results):
-        return None
-
-    def finalize_write(self, init_result: List[str], writer_results, pre_finalize_result):
-        temporary: Dict[int, List[str]] = {index: [] for index in range(len(self._prefixes))}
-        for written in writer_results:
-            for index, path in written:
-                temporary[index].append(path)
-        for index, paths in temporary.items():
-            if not paths:
-                empty = FileSystems.join(init_result[index], f"{uuid.uuid4().hex}.gz")
-                _create_gzip(empty).close()
-                paths.append(empty)
-            paths.sort()
-            final = [f"{self._prefixes[index]}-{shard:05d}-of-{len(paths):05d}.gz"
-                     for shard in range(len(paths))]
-            # Idempotent, as a retried finalization must be: what was moved stays moved.
-            pending = [(source, target) for source, target in zip(paths, final)
-                       if FileSystems.exists(source)]
-            if pending:
-                FileSystems.rename(*map(list, zip(*pending)))
-            yield from final
-        FileSystems.delete([d for d in init_result if FileSystems.exists(d)])
-
-
-class _FramedTFRecordsWriter(iobase.Writer):
-    """One bundle's temporary files: one per destination it writes to."""
-
-    def __init__(self, directories: List[str], uid: str):
-        self._directories = directories
-        self._uid = uid
-        self._files: Dict[int, tuple] = {}
-
-    def write(self, value) -> None:
-        index, blob = value
-        if index not in self._files:
-            path = FileSystems.join(self._directories[index], f"{self._uid}.gz")
-            self._files[index] = (path, _create_gzip(path))
-        self._files[index][1].write(blob)
-
-    def close(self) -> List[tuple]:
-        for _, handle in self._files.values():
-            handle.close()
-        return [(index, path) for index, (path, _) in self._files.items()]
-
-
-def _create_gzip(path: str):
-    return FileSystems.create(path, mime_type="application/octet-stream",
-                              compression_type=CompressionTypes.GZIP)
+    def write_encoded_record(self, file_handle, value):
+        file_handle.write(value)
 
 
 class WriteFramedTFRecords(beam.PTransform):
-    """Writes ``(destination index, blob of framed TFRecords)`` pairs as gzipped TFRecord
-    files: destination ``i`` to ``prefixes[i]-SSSSS-of-NNNNN.gz``, one write for all."""
+    """Writes blobs of framed TFRecords as gzipped TFRecord files (``.gz`` suffix)."""
 
-    def __init__(self, prefixes: Sequence[str]):
+    def __init__(self, file_path_prefix: str):
         super().__init__()
-        self._sink = _FramedTFRecordsSink(prefixes)
+        self._sink = _FramedTFRecordSink(file_path_prefix, ".gz")
 
     def expand(self, pcoll):
         return pcoll | beam.io.Write(self._sink)
