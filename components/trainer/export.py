@@ -58,9 +58,7 @@ EVAL_CHUNK = 4096
 
 # The signatures are traced without AutoGraph (``autograph=False``): they have no
 # data-dependent Python control flow, and converting them converts, through the towers,
-# Keras' own layer code, which was most of a first export's time in a process. Served
-# models are never differentiated, so the SavedModel holds no gradient functions.
-_SAVE_OPTIONS = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
+# Keras' own layer code, which was most of a first export's time in a process.
 
 
 def _string_table(keys: np.ndarray, values: np.ndarray) -> tf.lookup.StaticHashTable:
@@ -254,7 +252,7 @@ def save(module: tf.Module, export_dir: str) -> str:
     if hasattr(module, contract.EVAL_SIGNATURE):
         signatures[contract.EVAL_SIGNATURE] = module.eval_ranks.get_concrete_function()
     with keras_saving.keras_option_scope(save_traces=False):
-        tf.saved_model.save(module, export_dir, signatures=signatures, options=_SAVE_OPTIONS)
+        tf.saved_model.save(module, export_dir, signatures=signatures)
     return export_dir
 
 
