@@ -28,8 +28,10 @@ Usage::
 The last line is one JSON object: ``total_seconds_<size>`` and ``peak_rss_gb_<size>``
 per size run, ``cost_growth`` (seconds per rating at 10M over seconds per rating at 1M;
 null unless both ran), ``components`` (seconds per component per size),
-``component_peak_rss_gb`` (the same for memory) and ``quality``
-(per size, each model's figures and popularity's).
+``component_peak_rss_gb`` (the same for memory), ``quality``
+(per size, each model's figures and popularity's) and ``examples_written`` (per size,
+kind and split: the records the example files hold, read back, beside the count in
+statistics.json; a difference fails the run).
 """
 
 from __future__ import annotations
@@ -139,6 +141,38 @@ def quality(output_root: pathlib.Path) -> Dict[str, Dict]:
     return figures
 
 
+def examples_written(output_root: pathlib.Path) -> Dict[str, Dict]:
+    """For each examples output and split: the records its files hold (every record read
+    back, framing checked) and the count statistics.json gives. A writer that loses a
+    bundle's files shows here; the tests' small runs cannot show every such loss."""
+    # pylint: disable=import-outside-toplevel
+    import glob
+
+    import tensorflow as tf
+
+    from components import contract
+    from pipeline import report
+    from pipeline.configs import PipelineConfig
+
+    outputs = report.outputs_with(
+        report.latest_run(PipelineConfig(data_dir="", output_root=str(output_root))),
+        contract.STATISTICS)
+    if not outputs:
+        return {}
+    with open(os.path.join(outputs[contract.STATISTICS][0], contract.STATISTICS_FILE)) as handle:
+        statistics = json.load(handle)
+    counts: Dict[str, Dict] = {}
+    for kind in (contract.SEQUENCE, contract.RATING):
+        for split in contract.SPLITS:
+            files = sorted(glob.glob(os.path.join(
+                outputs[contract.examples_key(kind)][0], f"Split-{split}", "*")))
+            records = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1 << 14)
+            written = sum(int(tf.shape(batch)[0]) for batch in records)
+            counts[f"{kind}_{split}"] = {
+                "written": written, "counted": statistics[f"{kind}_examples"][split]}
+    return counts
+
+
 def _rounded(value):
     if isinstance(value, float):
         return round(value, 4)
@@ -176,6 +210,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         summary["status"][size] = result["status"]
         summary["quality"][size] = quality(work_dir / f"run-{size}") if not result["status"] \
             else {}
+        written = examples_written(work_dir / f"run-{size}") if not result["status"] else {}
+        summary.setdefault("examples_written", {})[size] = written
+        if any(c["written"] != c["counted"] for c in written.values()):
+            _log(f"{size}: the example files do not hold what statistics.json counts: "
+                 f"{written}")
+            summary["status"][size] = summary["status"][size] or "examples lost"
         _log(f"{size}: {result['seconds']} s, peak RSS {result['peak_rss_gb']} GB, "
              f"exit status {result['status']}")
     for size in ("1m", "10m"):
