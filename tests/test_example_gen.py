@@ -370,36 +370,82 @@ BAD_LINES = [
 ]
 
 
-@pytest.mark.parametrize("fmt, reason, raw", BAD_LINES, ids=[
-    f"{fmt}-{reason}" for fmt, reason, _ in BAD_LINES])
-def test_one_bad_line(synthetic_data, run_example_gen, tmp_path, fmt, reason, raw):
+@pytest.mark.parametrize("fmt", sorted({fmt for fmt, _, _ in BAD_LINES}))
+def test_bad_lines_of_each_reason_are_counted_and_located(
+        synthetic_data, run_example_gen, tmp_path, fmt):
+    """BAD_LINES of one layout, one line of each reason, in one run (a run per line
+    would cost a Beam pipeline each and check nothing more): each is dropped, counted
+    under its reason and located by file and line."""
     data_dir = tmp_path / "data"
     shutil.copytree(synthetic_data(fmt), data_dir)
     ratings = data_dir / RATINGS_FILE[fmt]
-    line = 137
-    _insert_line(ratings, line, raw)
+    bad = {}  # line number -> reason
+    for number, (reason, raw) in zip((137, 437, 737), [
+            (reason, raw) for layout, reason, raw in BAD_LINES if layout == fmt]):
+        _insert_line(ratings, number, raw)  # ascending: earlier numbers stay put
+        bad[number] = reason
+    assert len(bad) == sum(layout == fmt for layout, _, _ in BAD_LINES)
     run = run_example_gen(data_dir, block_size=BLOCK_SIZE[fmt], finish=False)
 
     with pytest.raises(generate.BadInputError) as raised:
         run.finish(0.0)
     message = str(raised.value)
-    assert f"{ratings}:{line}: {reason}" in message
-    assert f"{reason}=1" in message
-    assert len(re.findall(re.escape(str(ratings)) + r":\d+", message)) == 1
+    for line, reason in bad.items():
+        assert f"{ratings}:{line}: {reason}" in message
+        assert f"{reason}=1" in message
+    assert len(re.findall(re.escape(str(ratings)) + r":\d+", message)) == len(bad)
 
     stats = run.finish(0.5)
     assert stats == run.statistics_file()
-    assert stats["dropped"] == {r: int(r == reason) for r in movielens.DROP_REASONS}
-    assert stats["dropped_total"] == 1
+    assert stats["dropped"] == {r: int(r in bad.values()) for r in movielens.DROP_REASONS}
+    assert stats["dropped_total"] == len(bad)
     assert stats["lines_read"] == stats["kept"] + stats["dropped_total"]
-    assert stats["bad_line_samples"] == [
-        {"reason": reason, "file": str(ratings), "line": line,
-         "text": stats["bad_line_samples"][0]["text"]}]
+    samples = sorted(stats["bad_line_samples"], key=lambda sample: sample["line"])
+    assert samples == [{"reason": reason, "file": str(ratings), "line": line,
+                        "text": sample["text"]}
+                       for (line, reason), sample in zip(sorted(bad.items()), samples)]
     expected = reference.load(data_dir)
-    assert expected.bad_lines == [(line, reason)]
+    assert expected.bad_lines == sorted(bad.items())
     assert stats["lines_read"] == expected.lines_read
     assert sum(stats["sequence_examples"].values()) == len(
         reference.sequence_examples(expected))
+
+
+def test_summary_combine_sums_lists_and_keeps_each_reasons_first_lines():
+    """summary.SummaryFn, as Beam may run it: inputs in any order, split over partial
+    accumulators merged in any grouping. The samples are each reason's earliest lines,
+    whatever arrives first."""
+    import random
+
+    from components.example_gen import summary
+    from components.example_gen.parsing import DroppedLine
+
+    lines = [DroppedLine(reason, position, f"line at {position}")
+             for reason in ("blank_line", "unknown_movie") for position in range(0, 90, 7)]
+    pairs = ([(summary.DROPPED, line) for line in lines]
+             + [(summary.COUNTS, {"kept": 2, "lines_read": 3}), (summary.COUNTS, {"kept": 1}),
+                (summary.MOVIE_COUNTS, {5: 1, 6: 2}), (summary.MOVIE_COUNTS, {6: 1}),
+                (summary.USER_COUNTS, (1, 2)), (summary.USER_COUNTS, (2, 1)),
+                (summary.DISTRIBUTION, {("day", 0): 3})])
+    combine = summary.SummaryFn()
+    for seed in range(5):
+        random.Random(seed).shuffle(pairs)
+        parts = [pairs[i::3] for i in range(3)]
+        accumulators = []
+        for part in parts:
+            accumulator = combine.create_accumulator()
+            for pair in part:
+                accumulator = combine.add_input(accumulator, pair)
+            accumulators.append(accumulator)
+        result = combine.extract_output(combine.merge_accumulators(
+            [accumulators[0], combine.merge_accumulators(accumulators[1:])]))
+        assert result[summary.COUNTS] == {"kept": 3, "lines_read": 3}
+        assert result[summary.MOVIE_COUNTS] == {5: 1, 6: 3}
+        assert sorted(result[summary.USER_COUNTS]) == [(1, 2), (2, 1)]
+        assert result[summary.DISTRIBUTION] == {("day", 0): 3}
+        assert {reason: sorted(line.position for line in kept)
+                for reason, kept in result[summary.DROPPED].items()} == {
+            reason: [0, 7, 14, 21, 28] for reason in ("blank_line", "unknown_movie")}
 
 
 def test_many_bad_lines_counted_by_reason(synthetic_data, run_example_gen, tmp_path):

@@ -3,8 +3,8 @@
 Computed inside the example generator's Beam pipeline, streamed: each user's element
 (after the duplicate policy, :class:`~components.example_gen.transforms.UserExamplesFn`)
 gives a small dict of counts (:func:`user_counts`: its ratings per day, per movie, and
-one for the user's activity bucket); Beam sums the dicts (``SumCountsFn``, combined per
-bundle before the global merge), so only day-, catalogue- and bucket-sized dicts ever
+one for the user's activity bucket); Beam sums the dicts (``summary.SummaryFn``, combined
+per bundle before the global merge), so only day-, catalogue- and bucket-sized dicts ever
 meet, never the ratings themselves. :func:`distributions_json` turns the sum into the file
 written beside statistics.json (``contract.DISTRIBUTIONS_FILE``):
 

@@ -5,11 +5,12 @@ how the ``beam.Pipeline`` is made differs (TFX's configured runner, or options g
 
 The pipeline (:func:`build_pipeline`) runs on whatever Beam runner it is given. Its shape:
 
-  ratings file --RatingBlocksSource--> blocks --ParseBlocksFn--> (user, events) | dropped
+  ratings file --RatingBlocksSource--> blocks --ParseBlocksFn--> (user, events) | summary
   (user, events) --GroupByKey--> UserExamplesFn --> framed TFRecords per kind and split
   --> gzipped TFRecords under <output>/Split-train/ and Split-eval/
-  counts --combiners--> statistics.json; movie and user counts --> vocabulary files
-  per-user counts by day / movie / activity --combiners--> distributions.json
+  summary pairs of both DoFns (counts, dropped lines, movie and user counts, per-user
+  counts by day / movie / activity) --one combine (summary.py)--> statistics,
+  movies.tsv, users.tsv, distributions.json
 
 Every file, in the pipeline and after it (statistics, vocabulary text files), is reached
 through Beam's ``FileSystems``, like the workers' reads in data/movielens.py: the data
@@ -20,20 +21,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import operator
 from typing import Any, Callable, Dict, List, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from components import contract
-from components.example_gen import (distributions, parsing, records, transforms,
-                                    vocabularies)
+from components.example_gen import parsing, records, summary, transforms, vocabularies
 from components.example_gen.config import ExampleGenConfig
 from data import movielens, rating_lines
 
 STATISTICS_FILE = contract.STATISTICS_FILE
-_RAW_STATISTICS = "raw_statistics.json"
+_RAW_STATISTICS = summary.RAW_STATISTICS
 
 
 class BadInputError(movielens.DataFormatError):
@@ -56,11 +55,6 @@ class OutputPaths:
                       for field in dataclasses.fields(cls)})
 
 
-def _write_text(pcoll_of_one_text, path: str, label: str):
-    """Writes the single string of a PCollection to ``path`` (one file, no shard suffix)."""
-    _ = pcoll_of_one_text | label >> records.WriteTextFile(path)
-
-
 def build_pipeline(
     pipeline: beam.Pipeline,
     layout: movielens.Layout,
@@ -80,7 +74,7 @@ def build_pipeline(
         parsing.RatingBlocksSource(str(layout.ratings_path), block_size))
     parse = parsing.ParseBlocksFn(layout, max_timestamp)
     parsed = blocks | "ParseRatings" >> beam.ParDo(parse).with_outputs(
-        parse.DROPPED, parse.STATS, main="events")
+        parse.SUMMARY, main="events")
 
     cutoffs = None
     if transforms.SPLIT_TEMPORAL in (config.split_strategy_of(transforms.SEQUENCE),
@@ -103,9 +97,7 @@ def build_pipeline(
     examples = (parsed.events
                 | "GroupByUser" >> beam.GroupByKey()
                 | "UserExamples" >> beam.ParDo(examples_fn, cutoffs=cutoffs).with_outputs(
-                    examples_fn.STATS, examples_fn.DROPPED, examples_fn.MOVIE_COUNTS,
-                    examples_fn.USER_COUNTS, examples_fn.DISTRIBUTION,
-                    *examples_fn.OUTPUTS))
+                    examples_fn.SUMMARY, *examples_fn.OUTPUTS))
     for kind, uri in ((transforms.SEQUENCE, paths.sequence_examples),
                       (transforms.RATING, paths.rating_examples)):
         for split in transforms.SPLITS:
@@ -113,39 +105,13 @@ def build_pipeline(
                 records.WriteFramedTFRecords(
                     FileSystems.join(uri, f"Split-{split}", "data_tfrecord")))
 
-    # Vocabularies: one line per movie / user, so only catalogue-sized lists meet here.
-    movie_lines = (examples[examples_fn.MOVIE_COUNTS]
-                   | "SumMovieCounts" >> beam.CombineGlobally(transforms.SumCountsFn())
-                   | "MovieVocabulary" >> beam.Map(vocabularies.movie_vocabulary_text, layout))
-    _write_text(movie_lines, FileSystems.join(paths.vocabulary, contract.MOVIES_FILE), "WriteMovies")
-    user_lines = (examples[examples_fn.USER_COUNTS]
-                  | "UserCountList" >> beam.combiners.ToList()
-                  | "UserVocabulary" >> beam.Map(vocabularies.user_vocabulary_text))
-    _write_text(user_lines, FileSystems.join(paths.vocabulary, contract.USERS_FILE), "WriteUsers")
-
-    # Distributions of the kept ratings (per day, user, movie): each user's small dict of
-    # counts, summed; no step sees the ratings themselves (distributions.py).
-    spread = (examples[examples_fn.DISTRIBUTION]
-              | "SumDistributions" >> beam.CombineGlobally(transforms.SumCountsFn())
-              | "Distributions" >> beam.Map(distributions.distributions_json))
-    _write_text(spread, FileSystems.join(paths.statistics, contract.DISTRIBUTIONS_FILE),
-                "WriteDistributions")
-
-    # Statistics: counts summed by name, plus a few samples of each kind of dropped line.
-    counts = ((parsed[parse.STATS], examples[examples_fn.STATS])
-              | "FlattenCounts" >> beam.Flatten()
-              | "SumCounts" >> beam.CombineGlobally(transforms.SumCountsFn()))
-    samples = ((parsed[parse.DROPPED], examples[examples_fn.DROPPED])
-               | "FlattenDropped" >> beam.Flatten()
-               | "KeyByReason" >> beam.WithKeys(operator.attrgetter("reason"))
-               | "SampleBadLines" >> beam.combiners.Sample.FixedSizePerKey(
-                   transforms.BAD_LINE_SAMPLES)
-               | "SampleValues" >> beam.FlatMap(operator.itemgetter(1))
-               | "SampleList" >> beam.combiners.ToList())
-    statistics = counts | "MergeStatistics" >> beam.Map(
-        transforms.merge_statistics, beam.pvalue.AsSingleton(samples), max_timestamp)
-    _write_text(
-        statistics, FileSystems.join(paths.statistics, _RAW_STATISTICS), "WriteStatistics")
+    # Statistics, vocabularies and distributions: one combine of catalogue-sized sums,
+    # one (user, count) per user and a few dropped lines per reason (summary.py).
+    _ = ((parsed[parse.SUMMARY], examples[examples_fn.SUMMARY])
+         | "FlattenSummaries" >> beam.Flatten()
+         | "Summarize" >> beam.CombineGlobally(summary.SummaryFn())
+         | "WriteSummary" >> beam.Map(summary.write_summary, layout, paths.vocabulary,
+                                      paths.statistics, max_timestamp))
 
 
 def write_statistics(layout: movielens.Layout, statistics_dir: str) -> Dict[str, Any]:

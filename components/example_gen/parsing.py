@@ -29,6 +29,7 @@ from apache_beam.io import filebasedsource
 from apache_beam.io.filesystem import CompressionTypes
 
 from components import contract
+from components.example_gen import summary
 from data import movielens, rating_lines
 
 PAD_MOVIE_ID = contract.PAD_MOVIE_ID
@@ -298,15 +299,15 @@ def events_by_user(user: np.ndarray, events: Events) -> Iterator[Tuple[int, Even
 class ParseBlocksFn(beam.DoFn):
     """Block -> (user id, Events) per user in the block.
 
-    Other outputs: ``dropped`` (DroppedLine) and ``stats`` (a dict of counts per block:
-    ``lines_read`` and ``dropped_<reason>``). The movie catalogue is small: each worker
+    Other output: ``summary``, :mod:`summary`'s ``(tag, value)`` pairs: a ``DROPPED``
+    DroppedLine per unusable line and the block's ``COUNTS`` (``lines_read`` and
+    ``dropped_<reason>``). The movie catalogue is small: each worker
     loads it once in ``setup`` from the data directory rather than receiving it inside
     the pipeline graph. ``max_timestamp`` is fixed when the pipeline is built, so every
     worker applies the same bound.
     """
 
-    DROPPED = "dropped"
-    STATS = "stats"
+    SUMMARY = "summary"
 
     def __init__(self, layout: movielens.Layout, max_timestamp: int):
         self._layout = layout
@@ -323,6 +324,6 @@ class ParseBlocksFn(beam.DoFn):
         stats = {"lines_read": parsed.lines}
         for line in parsed.dropped:
             stats[f"dropped_{line.reason}"] = stats.get(f"dropped_{line.reason}", 0) + 1
-            yield beam.pvalue.TaggedOutput(self.DROPPED, line)
-        yield beam.pvalue.TaggedOutput(self.STATS, stats)
+            yield beam.pvalue.TaggedOutput(self.SUMMARY, (summary.DROPPED, line))
+        yield beam.pvalue.TaggedOutput(self.SUMMARY, (summary.COUNTS, stats))
         yield from events_by_user(parsed.user, parsed.events)

@@ -86,24 +86,3 @@ def write_text(path: str, text: str) -> None:
     """Writes ``text`` (UTF-8) to ``path``, whole, through Beam's ``FileSystems``."""
     with FileSystems.create(path, mime_type="text/plain") as handle:
         handle.write(text.encode("utf-8"))
-
-
-def _write_line(text: str, path: str) -> None:
-    write_text(path, text + "\n")
-
-
-class WriteTextFile(beam.PTransform):
-    """Writes the single string of a PCollection to ``path``, newline-terminated (one file,
-    no shard suffix).
-
-    One ParDo, where ``beam.io.WriteToText(num_shards=1)`` adds a sink's temporary files,
-    finalization and side inputs (about ten transforms and four stages) to move one
-    element: the same bytes, written again whole if a runner retries the bundle.
-    """
-
-    def __init__(self, path: str):
-        super().__init__()
-        self._path = path
-
-    def expand(self, pcoll):
-        return pcoll | beam.Map(_write_line, self._path)

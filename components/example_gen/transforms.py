@@ -23,8 +23,7 @@ number of rating examples written.
 
 from __future__ import annotations
 
-import json
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -32,7 +31,7 @@ import pyarrow as pa
 
 from components import contract
 from components.example_gen import config as config_lib
-from components.example_gen import distributions
+from components.example_gen import distributions, summary
 from components.example_gen.parsing import PAD_MOVIE_ID, DroppedLine, Events, MovieCatalogue
 from components.example_gen.records import encode_examples, frame_tfrecords
 from data import movielens
@@ -40,10 +39,6 @@ from data import movielens
 TRAIN, EVAL, SPLITS = contract.TRAIN, contract.EVAL, contract.SPLITS
 SPLIT_RANDOM, SPLIT_TEMPORAL = config_lib.SPLIT_RANDOM, config_lib.SPLIT_TEMPORAL
 SEQUENCE, RATING, KINDS = contract.SEQUENCE, contract.RATING, contract.EXAMPLE_KINDS
-
-# How many bad lines of each reason the statistics quote.
-BAD_LINE_SAMPLES = 5
-
 
 def is_kept(params: config_lib.ExampleGenConfig, rating: np.ndarray) -> np.ndarray:
     """Which ratings enter the timelines (min_rating None keeps all)."""
@@ -55,27 +50,6 @@ def is_kept(params: config_lib.ExampleGenConfig, rating: np.ndarray) -> np.ndarr
 def count_values(values: np.ndarray) -> Dict[int, int]:
     ids, counts = np.unique(values, return_counts=True)
     return dict(zip(ids.tolist(), counts.tolist()))
-
-
-class SumCountsFn(beam.CombineFn):
-    """Sums dicts of counts key by key (statistics, movie counts)."""
-
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, accumulator, counts):
-        for key, value in counts.items():
-            accumulator[key] = accumulator.get(key, 0) + value
-        return accumulator
-
-    def merge_accumulators(self, accumulators):
-        merged = {}
-        for accumulator in accumulators:
-            self.add_input(merged, accumulator)
-        return merged
-
-    def extract_output(self, accumulator):
-        return accumulator
 
 
 # ---------------------------------------------------------------------------------------
@@ -245,23 +219,19 @@ class UserExamplesFn(beam.DoFn):
     """(user id, the user's Events from every block) -> framed TFRecord blobs.
 
     Outputs ``sequence_train``, ``sequence_eval``, ``rating_train`` and ``rating_eval``:
-    bytes holding whole TFRecords of one user; ``stats``: a dict of counts per user
-    (``kept``: ratings after the duplicate policy, one rating example each;
-    ``ratings_below_min_rating``; ``dropped_duplicate_rating``; examples per kind and
-    split); ``dropped``: a DroppedLine per duplicate; ``movie_counts``: movie id -> the
-    user's ratings in the timelines, for the movie vocabulary; ``user_counts``: (user id,
-    kept ratings), for the user vocabulary; ``distribution``: the user's kept ratings per
-    day and movie, and activity bin (components/example_gen/distributions.py). The main
-    output is unused.
+    bytes holding whole TFRecords of one user; ``summary``: :mod:`summary`'s
+    ``(tag, value)`` pairs: ``COUNTS``, a dict of counts per user (``kept``: ratings after
+    the duplicate policy, one rating example each; ``ratings_below_min_rating``;
+    ``dropped_duplicate_rating``; examples per kind and split); ``DROPPED``, a
+    DroppedLine per duplicate; ``MOVIE_COUNTS``, movie id -> the user's ratings in the
+    timelines, for the movie vocabulary; ``USER_COUNTS``, (user id, kept ratings), for
+    the user vocabulary; ``DISTRIBUTION``, the user's kept ratings per day and movie, and
+    activity bin (components/example_gen/distributions.py). The main output is unused.
 
     One grouping per user serves both kinds of examples, so the data is shuffled once.
     """
 
-    STATS = "stats"
-    DROPPED = "dropped"
-    MOVIE_COUNTS = "movie_counts"
-    USER_COUNTS = "user_counts"
-    DISTRIBUTION = "distribution"
+    SUMMARY = "summary"
     OUTPUTS = tuple(f"{kind}_{split}" for kind in KINDS for split in SPLITS)
 
     def __init__(self, layout: movielens.Layout, params: config_lib.ExampleGenConfig):
@@ -287,17 +257,18 @@ class UserExamplesFn(beam.DoFn):
         cutoffs = cutoffs or {}
         events, duplicates = latest_rating_per_movie(sort_timeline(Events.concatenate(parts)))
         for movie, position in zip(duplicates.movie.tolist(), duplicates.position.tolist()):
-            yield beam.pvalue.TaggedOutput(self.DROPPED, DroppedLine(
+            yield beam.pvalue.TaggedOutput(self.SUMMARY, (summary.DROPPED, DroppedLine(
                 movielens.DUPLICATE_RATING, position,
-                f"user {user_id} rated movie {movie} again later (the latest rating is kept)"))
+                f"user {user_id} rated movie {movie} again later (the latest rating is kept)")))
         in_timeline = is_kept(self._params, events.rating)
         stats: Dict[str, int] = {
             "kept": len(events), "ratings_below_min_rating": int((~in_timeline).sum()),
             f"dropped_{movielens.DUPLICATE_RATING}": len(duplicates)}
-        yield beam.pvalue.TaggedOutput(self.USER_COUNTS, (user_id, len(events)))
-        yield beam.pvalue.TaggedOutput(self.MOVIE_COUNTS, count_values(events.movie[in_timeline]))
+        yield beam.pvalue.TaggedOutput(self.SUMMARY, (summary.USER_COUNTS, (user_id, len(events))))
         yield beam.pvalue.TaggedOutput(
-            self.DISTRIBUTION, distributions.user_counts(events.movie, events.timestamp))
+            self.SUMMARY, (summary.MOVIE_COUNTS, count_values(events.movie[in_timeline])))
+        yield beam.pvalue.TaggedOutput(self.SUMMARY, (
+            summary.DISTRIBUTION, distributions.user_counts(events.movie, events.timestamp)))
 
         user = self._users.get(user_id)
         with_user_features = self._layout.users_path is not None
@@ -324,7 +295,7 @@ class UserExamplesFn(beam.DoFn):
                     SEQUENCE,
                     sequence_columns(user_id, timeline, self._catalogue, self._params),
                     eval_mask, stats)
-        yield beam.pvalue.TaggedOutput(self.STATS, stats)
+        yield beam.pvalue.TaggedOutput(self.SUMMARY, (summary.COUNTS, stats))
 
 
 # ---------------------------------------------------------------------------------------
@@ -344,14 +315,3 @@ def event_timestamps(
 def cutoff_entry(quantiles: Sequence[int], kind: str, train_fraction: float) -> Tuple[str, int]:
     return kind, temporal_cutoff(quantiles, train_fraction)
 
-
-def merge_statistics(
-    counts: Mapping[str, int], samples: Iterable[DroppedLine], max_timestamp: int,
-) -> str:
-    """The statistics JSON written by the pipeline (before line numbers are resolved)."""
-    return json.dumps({
-        "counts": dict(sorted(counts.items())),
-        "max_timestamp": max_timestamp,
-        "bad_line_samples": [sample._asdict() for sample in sorted(
-            samples, key=lambda s: (s.reason, s.position))],
-    })
