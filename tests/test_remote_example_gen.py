@@ -22,6 +22,7 @@ from components import contract
 from components.example_gen import component, executor, generate
 from components.example_gen.config import ExampleGenConfig
 from data import download, movielens, synthetic
+from pipeline.pipeline import beam_pipeline_args
 import reference_sequences as reference  # tests/ is on sys.path (conftest.py)
 import remote_fs
 from conftest import examples_to_dicts, read_tfrecords
@@ -66,8 +67,10 @@ def _run_executor(data_dir: str, out_root: str, max_bad_fraction=MAX_BAD_FRACTIO
     output_dict = {name: [artifact_type()] for name, artifact_type in ARTIFACT_TYPES.items()}
     for name, (artifact,) in output_dict.items():
         artifact.uri = f"{out_root}/{name}"
+    # The pipeline's own Beam options (pipeline.beam_pipeline_args): on the DirectRunner,
+    # no TFX sdist is built and staged for workers that already have it (~3 s a run).
     context = base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=["--direct_running_mode=in_memory"])
+        beam_pipeline_args=beam_pipeline_args(["--direct_running_mode=in_memory"]))
     executor.Executor(context).Do(
         {}, output_dict, {"data_dir": data_dir, "config": ExampleGenConfig(
             max_bad_fraction=max_bad_fraction).to_json()})
