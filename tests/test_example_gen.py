@@ -637,7 +637,7 @@ def test_multi_processing_runner_writes_every_example(tricky_run, tricky_dir,
     worker processes; every other test runs in memory), the files hold every example
     statistics.json counts, and the same examples as the in-memory run. Tiny blocks
     spread the ratings over a few hundred bundles. At this size the check does not catch
-    every loss: a one-sink writer that lost 4-17% of the examples at 1M ratings passed
+    every loss: a one-sink writer that lost up to 17% of an output at 1M ratings passed
     it (and passed at 400,000); benchmarks/scale.py reads every example back at size."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
