@@ -146,11 +146,8 @@ def examples_written(output_root: pathlib.Path) -> Dict[str, Dict]:
     back, framing checked) and the count statistics.json gives. A writer that loses a
     bundle's files shows here; the tests' small runs cannot show every such loss."""
     # pylint: disable=import-outside-toplevel
-    import glob
-
-    import tensorflow as tf
-
     from components import contract
+    from components.trainer import inputs
     from pipeline import report
     from pipeline.configs import PipelineConfig
 
@@ -164,10 +161,8 @@ def examples_written(output_root: pathlib.Path) -> Dict[str, Dict]:
     counts: Dict[str, Dict] = {}
     for kind in (contract.SEQUENCE, contract.RATING):
         for split in contract.SPLITS:
-            files = sorted(glob.glob(os.path.join(
-                outputs[contract.examples_key(kind)][0], f"Split-{split}", "*")))
-            records = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1 << 14)
-            written = sum(int(tf.shape(batch)[0]) for batch in records)
+            written = inputs.count_examples(os.path.join(
+                outputs[contract.examples_key(kind)][0], f"Split-{split}"))
             counts[f"{kind}_{split}"] = {
                 "written": written, "counted": statistics[f"{kind}_examples"][split]}
     return counts
