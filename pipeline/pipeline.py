@@ -35,8 +35,12 @@ from typing import List, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
-from tfx import v1 as tfx
+# TFX's classes from their own modules: importing the public ``tfx.v1`` also loads its
+# Google Cloud extensions, seconds of every process that builds the pipeline.
+from tfx.components import ExampleValidator, SchemaGen, StatisticsGen
 from tfx.dsl.components.base import base_node
+from tfx.orchestration import metadata
+from tfx.orchestration import pipeline as tfx_pipeline
 
 from components import contract
 from components.batch_recommend.component import BatchRecommender
@@ -70,21 +74,21 @@ def create_components(config: PipelineConfig,
     example_gen = MovieLensExampleGen(
         data_dir=config.data_dir, config=config.example_gen,
         input_fingerprint=config.input_fingerprint).with_id(EXAMPLE_GEN_ID)
-    sequence_statistics = tfx.components.StatisticsGen(
+    sequence_statistics = StatisticsGen(
         examples=example_gen.outputs[contract.SEQUENCE_EXAMPLES]
     ).with_id("SequenceStatisticsGen")
-    sequence_schema = tfx.components.SchemaGen(
+    sequence_schema = SchemaGen(
         statistics=sequence_statistics.outputs["statistics"]).with_id("SequenceSchemaGen")
-    rating_statistics = tfx.components.StatisticsGen(
+    rating_statistics = StatisticsGen(
         examples=example_gen.outputs[contract.RATING_EXAMPLES]).with_id("RatingStatisticsGen")
-    rating_schema = tfx.components.SchemaGen(
+    rating_schema = SchemaGen(
         statistics=rating_statistics.outputs["statistics"]).with_id("RatingSchemaGen")
     validation, gates = [], []
     for kind, statistics in ((contract.SEQUENCE, sequence_statistics),
                              (contract.RATING, rating_statistics)):
         curated = CuratedSchemaGen(schemas.schema_file(kind)).with_id(
             f"{kind.capitalize()}CuratedSchemaGen")
-        validator = tfx.components.ExampleValidator(
+        validator = ExampleValidator(
             statistics=statistics.outputs["statistics"],
             schema=curated.outputs["schema"],
         ).with_id(f"{kind.capitalize()}ExampleValidator")
@@ -187,18 +191,18 @@ def beam_pipeline_args(args: Sequence[str]) -> List[str]:
     return [*args, f"--sdk_container_image=apache/beam_python{python}_sdk:{beam.__version__}"]
 
 
-def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipeline:
+def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx_pipeline.Pipeline:
     """The TFX pipeline for ``config``.
 
     local: SQLite metadata under the output root (LocalDagRunner); otherwise none, as
       Kubeflow and Vertex AI bring their own metadata store.
     """
-    return tfx.dsl.Pipeline(
+    return tfx_pipeline.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=create_components(config, local=local),
         enable_cache=config.enable_cache,
-        metadata_connection_config=tfx.orchestration.metadata
+        metadata_connection_config=metadata
         .sqlite_metadata_connection_config(config.metadata_path) if local else None,
         beam_pipeline_args=beam_pipeline_args(config.beam_pipeline_args),
     )

@@ -191,7 +191,7 @@ def test_vertex_training_jobs_in_the_compiled_trainers(tmp_path):
     executors = spec["deploymentSpec"]["executors"]
     for name in ("Retrieval", "Ranking"):
         container = executors[f"{name}Trainer_executor"]["container"]
-        assert "components.trainer.component.VertexExecutor" in json.dumps(container)
+        assert "components.trainer.vertex_executor.VertexExecutor" in json.dumps(container)
         parameters = spec["root"]["dag"]["tasks"][f"{name}Trainer"]["inputs"]["parameters"]
         custom = json.loads(parameters["custom_config"]["runtimeValue"]["constantValue"]
                             ["stringValue"])

@@ -28,7 +28,6 @@ from typing import Dict, List, Optional
 
 from absl import logging
 from tfx import types
-from tfx import v1 as tfx
 from tfx.dsl.components.common import resolver
 from tfx.dsl.input_resolution.strategies import latest_blessed_model_strategy
 from tfx.types import artifact_utils, standard_artifacts
@@ -78,10 +77,10 @@ class PreviousBlessedModelStrategy(resolver.ResolverStrategy):
 
 
 def baseline_resolver(candidate: types.BaseChannel, evaluator_id: str,
-                      resolver_id: str) -> tfx.dsl.Resolver:
+                      resolver_id: str) -> resolver.Resolver:
     """The Resolver node whose ``outputs["model"]`` is the Evaluator's baseline, given
     the Trainer's ``outputs["model"]`` and the Evaluator's node id."""
-    return tfx.dsl.Resolver(
+    return resolver.Resolver(
         strategy_class=PreviousBlessedModelStrategy,
         model=candidate,
         model_blessing=types.Channel(type=standard_artifacts.ModelBlessing,
@@ -90,10 +89,10 @@ def baseline_resolver(candidate: types.BaseChannel, evaluator_id: str,
     ).with_id(resolver_id)
 
 
-def latest_blessed_resolver(resolver_id: str) -> tfx.dsl.Resolver:
+def latest_blessed_resolver(resolver_id: str) -> resolver.Resolver:
     """TFX's latest-blessed-model Resolver, the one Kubeflow v2 / Vertex AI compile.
     On its own it takes blessings of every Evaluator: see pipeline/kubeflow.py."""
-    return tfx.dsl.Resolver(
+    return resolver.Resolver(
         strategy_class=latest_blessed_model_strategy.LatestBlessedModelStrategy,
         model=types.Channel(type=standard_artifacts.Model),
         model_blessing=types.Channel(type=standard_artifacts.ModelBlessing),

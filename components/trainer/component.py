@@ -14,7 +14,6 @@ from typing import Any, Dict, Optional
 from tfx import types
 from tfx.components.trainer import executor as trainer_executor
 from tfx.dsl.components.base import base_component, executor_spec
-from tfx.extensions.google_cloud_ai_platform.trainer import executor as cloud_executor
 from tfx.proto import trainer_pb2
 from tfx.types import artifact_utils, component_spec, standard_artifacts, standard_component_specs
 
@@ -52,15 +51,6 @@ class Executor(trainer_executor.GenericExecutor):
         return fn_args
 
 
-class VertexExecutor(cloud_executor.GenericExecutor):
-    """TFX's Google Cloud AI Platform Trainer executor around :class:`Executor`: starts
-    a Vertex AI Training CustomJob (``custom_config``: components/trainer/vertex.py) that
-    runs :class:`Executor`, and waits for it."""
-
-    def _GetExecutorClass(self):
-        return Executor
-
-
 class RecommenderTrainer(base_component.BaseComponent):
     """Trains one model of components/trainer/models.py (which kind: ``hparams["model"]``).
 
@@ -95,5 +85,9 @@ class RecommenderTrainer(base_component.BaseComponent):
             model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun),
         )
-        super().__init__(spec=spec, custom_executor_spec=(
-            executor_spec.ExecutorClassSpec(VertexExecutor) if vertex_config else None))
+        custom_executor_spec = None
+        if vertex_config:  # TFX's Google Cloud extension: imported only when asked for
+            from components.trainer.vertex_executor import VertexExecutor
+
+            custom_executor_spec = executor_spec.ExecutorClassSpec(VertexExecutor)
+        super().__init__(spec=spec, custom_executor_spec=custom_executor_spec)

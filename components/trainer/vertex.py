@@ -3,8 +3,8 @@
 With ``VertexTrainingConfig.vertex_training`` set, ``pipeline_runner.py compile`` gives
 every RecommenderTrainer TFX's Google Cloud AI Platform executor (the one behind
 ``tfx.extensions.google_cloud_ai_platform.Trainer``), wrapped around this project's own
-Trainer executor (``component.VertexExecutor``): the pipeline's Trainer task then starts a
-Vertex AI CustomJob (``custom_config["ai_platform_training_args"]``, a CustomJob spec:
+Trainer executor (``vertex_executor.VertexExecutor``): the pipeline's Trainer task then
+starts a Vertex AI CustomJob (``custom_config["ai_platform_training_args"]``, a CustomJob spec:
 one worker pool of ``machine_type`` with ``accelerator_count`` x ``accelerator_type``,
 running the pipeline's image) and waits for it. Inside the job ``run_fn`` trains under
 MirroredStrategy over the job's GPUs (components/trainer/distribute.py).
