@@ -354,7 +354,7 @@ def test_movie_tower_side_features_and_any_shape():
 
 def test_retrieval_learns_and_beats_random_and_popularity(data, rating_history):
     # In-batch sampled softmax with log-Q (the option for large catalogues).
-    hparams = hp.HParams.from_dict({"epochs": 5, "batch_size": 512, "logq_correction": True,
+    hparams = hp.HParams.from_dict({"epochs": 3, "batch_size": 512, "logq_correction": True,
                                    "embedding_dim": 32}, preset=False)
     train, evaluation = _datasets(data, hparams)
     model = M.compile_model(M.build_model(hparams, data["vocab"]), hparams)
@@ -615,7 +615,7 @@ def test_an_epochs_losses_are_its_steps_means_not_its_last_steps(data):
     averaged over the epoch's steps: with a last, partial batch the last step's loss is
     another number."""
     hparams = hp.HParams.from_dict({"model": "retrieval", "embedding_dim": 8, "epochs": 2,
-                                    "batch_size": 1000, "optimizer": "sgd",
+                                    "batch_size": 1000, "optimizer": "sgd", "full_softmax": True,
                                     "learning_rate": 1e-12, "learning_rate_schedule": "constant",
                                     "l2_regularization": 0.01}, preset=False)
     batches = inputs.make_dataset(data["rating"]["train"],
@@ -685,7 +685,7 @@ def test_sequential_tutorial_reads_the_padding(data):
 
 
 def test_sequential_learns_and_beats_popularity(data):
-    hparams = hp.HParams.from_dict({"model": "sequential", "epochs": 3, "batch_size": 512,
+    hparams = hp.HParams.from_dict({"model": "sequential", "epochs": 2, "batch_size": 512,
                                    "embedding_dim": 32, "logq_correction": True})
     train, evaluation = _datasets(data, hparams, "sequence")
     model = M.compile_model(M.build_model(hparams, data["vocab"]), hparams)
@@ -860,7 +860,7 @@ def test_sampled_softmax_above_the_catalogue_threshold(data, monkeypatch):
     full = hp.HParams.from_dict({"embedding_dim": 16, "use_timestamps": False})
     assert full.full_softmax and not full.samples_softmax(vocab.num_movies)  # the default
     hparams = hp.HParams.from_dict({
-        "embedding_dim": 16, "epochs": 3, "batch_size": 256, "full_softmax": True,
+        "embedding_dim": 16, "epochs": 2, "batch_size": 256, "full_softmax": True,
         "sampled_softmax_min_catalogue": N_MOVIES - 1, "num_sampled_negatives": 64},
         preset=False)
     assert hparams.full_softmax and hparams.samples_softmax(vocab.num_movies)
@@ -901,8 +901,9 @@ def test_training_budget_keeps_the_schedule_and_caps_the_examples(data):
     assert size == sum(len(b[contract.MOVIE_ID]) for b in inputs.make_dataset(
         train, inputs.rating_feature_spec(), 4096, shuffle=False))
     batch = 1024  # few steps per epoch: what is counted is steps, not what they learn
+    # (and the full softmax over the 400 movies: a third of an in-batch step's time here)
     base = {"embedding_dim": 8, "epochs": 3, "batch_size": batch, "top_ks": [10],
-            "learning_rate_schedule": "cosine", "optimizer": "adam"}
+            "learning_rate_schedule": "cosine", "optimizer": "adam", "full_softmax": True}
     whole = hp.HParams.from_dict({**base, "train_example_budget": 3 * size}, preset=False)
     assert whole.steps_per_epoch(size) is None
     assert hp.HParams.from_dict({**base, "train_example_budget": 0},
