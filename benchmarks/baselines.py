@@ -42,6 +42,19 @@ def popularity_scores(counts: np.ndarray, queries: int) -> np.ndarray:
     return np.broadcast_to(popularity_share(counts)[None, :], (queries, len(counts)))
 
 
+def recent_counts(movie_rows: np.ndarray, timestamps: np.ndarray, num_movies: int,
+                  window_seconds: float) -> np.ndarray:
+    """float64 ``[M]``: each movie's ratings in the last ``window_seconds`` before the
+    latest timestamp given (rows -1 skipped), plus the whole period's counts at the
+    tie-break weight (so movies unrated in the window keep popularity's order)."""
+    movie_rows, timestamps = np.asarray(movie_rows), np.asarray(timestamps)
+    keep = movie_rows >= 0
+    recent = keep & (timestamps > timestamps.max() - window_seconds)
+    counts = np.bincount(movie_rows[recent], minlength=num_movies).astype(np.float64)
+    return counts + TIE_BREAK * popularity_share(
+        np.bincount(movie_rows[keep], minlength=num_movies))
+
+
 # ---------------------------------------------------------------------------------------
 # EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019).
 

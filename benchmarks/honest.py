@@ -1,9 +1,10 @@
 """The quality benchmark's honest protocols: our models beside strong baselines.
 
 * :func:`run_temporal` (rating models, ``protocols.TEMPORAL``): our retrieval preset,
-  its variants by time features, and the ranking preset, beside popularity, EASE (L2
-  tuned on validation) for retrieval and the mean and biased MF (L2 tuned on
-  validation) for RMSE.
+  its variants by time features, and the ranking preset, beside popularity, recent
+  popularity (the last W days of training, W tuned on validation), EASE (L2 tuned on
+  validation) for retrieval and the mean and biased MF (L2 tuned on validation) for
+  RMSE.
 * :func:`run_leave_last_out` (sequence models, ``protocols.LEAVE_LAST_OUT``): every
   sequence model kind of ``contract.MODEL_KINDS`` (its preset), beside popularity,
   last-item Markov and EASE over the user's earlier movies (L2 tuned on validation).
@@ -115,6 +116,30 @@ def _ease(train_hist, fit_hist, validation, num_movies, counts, label):
                                                 best, counts)), {"l2": best, "validation": tuning}
 
 
+# Windows of the recent-popularity baseline, in days before the end of training.
+RECENT_WINDOW_DAYS = (7, 14, 30, 60, 120, 365)
+
+
+def _recent_popularity(train, fit, validation, fit_hist, num_movies):
+    """Popularity over the training ratings of the last W days, W tuned on
+    ``validation`` by NDCG@10 (counts from ``fit``), then counted on ``train``: returns
+    (score_fn, figures of the tuning). Under a temporal split the eval period follows
+    the training period, so what was rated lately is the strong non-personal baseline."""
+    def scores_of(data, days):
+        counts = baselines.recent_counts(data.movies, data.timestamps, num_movies,
+                                         days * 86_400)
+        return lambda part: baselines.popularity_scores(counts, len(part))
+
+    tuning = {days: protocols.score_metrics(scores_of(fit, days), validation,
+                                            fit_hist)["ndcg_10"]
+              for days in RECENT_WINDOW_DAYS}
+    best = max(tuning, key=lambda days: (tuning[days], days))
+    log("[temporal] recent popularity validation NDCG@10 by window (days): "
+        + ", ".join(f"{days}: {value:.4f}" for days, value in tuning.items())
+        + f" -> {best} days")
+    return scores_of(train, best), {"window_days": best, "validation": tuning}
+
+
 def run_temporal(paths, with_models: bool = True) -> Dict[str, Dict]:
     """Rating models under the global temporal split (see the module docstring)."""
     split = protocols.load_split(paths, contract.RATING)
@@ -140,6 +165,13 @@ def run_temporal(paths, with_models: bool = True) -> Dict[str, Dict]:
     fit, validation = protocols.temporal_validation(train_set)
     fit_hist = protocols.history_of(fit)
     validation = validation.take(protocols.warm(validation, fit_hist))
+    start = time.time()
+    recent_fn, tuning = _recent_popularity(train_set, fit, validation, fit_hist, num_movies)
+    results["temporal_recent_popularity"] = {
+        **protocols.score_metrics(recent_fn, eval_set, seen), **tuning}
+    _report("temporal recent popularity", results["temporal_recent_popularity"],
+            time.time() - start)
+    start = time.time()
     ease_fn, tuning = _ease(seen, fit_hist, validation, num_movies, counts, "temporal")
     results["temporal_ease"] = {**protocols.score_metrics(ease_fn, eval_set, seen), **tuning}
     _report("temporal EASE", results["temporal_ease"], time.time() - start)

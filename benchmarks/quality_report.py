@@ -18,7 +18,8 @@ RETRIEVAL_MARGIN = 1.05   # retrieval: Recall@100 and NDCG@10 at least 5% above 
 SEQUENCE_MARGIN = 1.10    # self-attention: HR@10 at least 10% above the GRU's and Markov's
 HONEST_METRICS = {"top_10": "hr_10", "ndcg_10": "ndcg_10", "top_100": "recall_100",
                   "top_10_all": "top_10_all", "top_100_all": "top_100_all", "rmse": "rmse",
-                  "l2": "l2", "queries": "queries", "seconds": "seconds"}
+                  "l2": "l2", "window_days": "window_days", "queries": "queries",
+                  "seconds": "seconds"}
 
 
 def rounded(figures: Dict[str, Optional[float]]) -> Dict[str, Optional[float]]:

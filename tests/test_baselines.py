@@ -40,6 +40,19 @@ def test_tune_ease_picks_the_best_figure_of_the_grid():
     assert best == max(figures, key=figures.get) and set(figures) == {1.0, 10.0, 100.0}
 
 
+def test_recent_counts_count_the_window_then_break_ties_by_all_time_counts():
+    day = 86_400
+    # movie 0: many old ratings; movie 1: two recent; movie 2: one recent; movie 3: one
+    # old; a row -1 (not in the vocabulary) in the window counts nowhere.
+    movies = np.array([0, 0, 0, 0, 3, 1, 1, 2, -1])
+    times = np.array([0, 1, 2, 3, 4, 98, 99, 100, 100]) * day
+    counts = baselines.recent_counts(movies, times, 5, window_seconds=10 * day)
+    assert list(np.floor(counts)) == [0, 2, 1, 0, 0]
+    assert list(np.argsort(-counts, kind="stable")) == [1, 2, 0, 3, 4]  # old: by all time
+    everything = baselines.recent_counts(movies, times, 5, window_seconds=1000 * day)
+    assert list(np.floor(everything)) == [4, 2, 1, 1, 0]
+
+
 def test_markov_scores_follow_the_last_movie_then_popularity():
     transitions = baselines.transition_counts(np.array([0, 0, 0, 1, -1]),
                                               np.array([2, 2, 1, 0, 3]), 4)
