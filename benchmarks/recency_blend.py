@@ -1,0 +1,108 @@
+"""Would recency help the retrieval model under the temporal split? The retrieval preset's
+scores plus ``beta x log(1 + the movie's ratings in the last 30 days of training)``,
+``beta`` chosen by validation NDCG@10, on ML-100K's temporal split.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/recency_blend.py --work-dir /tmp/recency
+
+The protocol is ``quality.py``'s temporal one (``protocols.py``): example generation with
+``split_strategy=honest``; validation = the last 10% in time of the training ratings.
+The preset is trained twice: on the ratings before the validation cutoff (to choose
+``beta`` on validation) and on the whole training split (the figures on the held-out
+ratings of the eval users with training ratings). ``beta = 0`` is the preset alone and
+reproduces ``quality.py``'s preset row. A blend tuned outside the model, to size the
+signal before building it into the model: not what the pipeline serves.
+Last line: one JSON object with the validation figure per ``beta`` and the eval figures
+at ``beta = 0`` and at the chosen ``beta``.
+"""
+
+import argparse
+import json
+import os
+import sys
+from typing import Dict
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+BETAS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+WINDOW_DAYS = 30
+
+
+def _fit_split_file(train_files: str, cutoff: int, path: str) -> str:
+    """The training examples up to ``cutoff`` (their timestamp), as one gzipped file."""
+    # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
+
+    from components import contract
+
+    spec = {contract.TIMESTAMP: tf.io.FixedLenFeature([1], tf.int64)}
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        records = tf.data.TFRecordDataset(tf.io.gfile.glob(train_files),
+                                          compression_type="GZIP")
+        for record in records:
+            if int(tf.io.parse_single_example(record, spec)[contract.TIMESTAMP][0]) <= cutoff:
+                writer.write(record.numpy())
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=os.environ.get(
+        "MOVIELENS_100K_DIR", "/work/shared/data/ml-100k"))
+    parser.add_argument("--work-dir", required=True)
+    args = parser.parse_args(argv)
+
+    # pylint: disable=import-outside-toplevel
+    import numpy as np
+    import tensorflow as tf
+
+    import components  # noqa: F401
+    from benchmarks import baselines, protocols, training
+    from components import contract
+    from components.trainer import evaluation as trainer_eval
+    from components.trainer import hparams as hp
+
+    os.makedirs(args.work_dir, exist_ok=True)
+    paths, _ = protocols.generate_examples(args.data_dir,
+                                           os.path.join(args.work_dir, "examples"), "honest")
+    split = protocols.load_split(paths, contract.RATING)
+    vocabulary, train_set = split.vocabulary, split.train
+    seen = protocols.history_of(train_set)
+    eval_set = split.eval.take(protocols.warm(split.eval, seen))
+    fit, validation = protocols.temporal_validation(train_set)
+    fit_seen = protocols.history_of(fit)
+    validation = validation.take(protocols.warm(validation, fit_seen))
+    fit_files = _fit_split_file(split.train_files, int(fit.timestamps.max()),
+                                os.path.join(args.work_dir, "fit.tfrecord.gz"))
+    hparams = hp.preset(hp.RETRIEVAL)
+
+    def blended(model, ratings, beta):
+        catalogue = trainer_eval.catalogue_embeddings(model.candidate_tower, vocabulary)
+        prior = np.log1p(baselines.recent_counts(ratings.movies, ratings.timestamps,
+                                                 vocabulary.num_movies, WINDOW_DAYS * 86_400))
+
+        def scores(part):
+            queries = model.query_tower({contract.USER_ID: tf.constant(part.users, tf.int64)})
+            return queries.numpy() @ catalogue.T + beta * prior[None, :]
+        return scores
+
+    fit_model, _ = training.train("fit split", hparams, vocabulary, fit_files)
+    tuning = {beta: protocols.score_metrics(blended(fit_model, fit, beta), validation,
+                                            fit_seen)["ndcg_10"] for beta in BETAS}
+    best = max(tuning, key=lambda beta: (tuning[beta], -beta))
+    training.log("validation NDCG@10 by beta: " + ", ".join(
+        f"{beta:g}: {value:.4f}" for beta, value in tuning.items()) + f" -> {best:g}")
+    model, _ = training.train("training split", hparams, vocabulary, split.train_files)
+    results: Dict[str, Dict[str, float]] = {}
+    for beta in sorted({0.0, best}):
+        figures = protocols.score_metrics(blended(model, train_set, beta), eval_set, seen)
+        results[f"beta_{beta:g}"] = {"hr_10": round(figures["top_10"], 4),
+                                     "ndcg_10": round(figures["ndcg_10"], 4),
+                                     "recall_100": round(figures["top_100"], 4)}
+        training.log(f"eval, beta {beta:g}: {results[f'beta_{beta:g}']}")
+    print(json.dumps({"window_days": WINDOW_DAYS, "validation_ndcg_10": tuning,
+                      "beta": best, "eval": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
