@@ -75,26 +75,33 @@ def main(argv=None) -> int:
                                 os.path.join(args.work_dir, "fit.tfrecord.gz"))
     hparams = hp.preset(hp.RETRIEVAL)
 
-    def blended(model, ratings, beta):
+    def blend(model, ratings):
+        """``beta -> score_fn``: the model's scores plus ``beta`` x the prior, the
+        catalogue embedded and the prior counted once."""
         catalogue = trainer_eval.catalogue_embeddings(model.candidate_tower, vocabulary)
         prior = np.log1p(baselines.recent_counts(ratings.movies, ratings.timestamps,
                                                  vocabulary.num_movies, WINDOW_DAYS * 86_400))
 
-        def scores(part):
-            queries = model.query_tower({contract.USER_ID: tf.constant(part.users, tf.int64)})
-            return queries.numpy() @ catalogue.T + beta * prior[None, :]
-        return scores
+        def with_beta(beta):
+            def scores(part):
+                queries = model.query_tower(
+                    {contract.USER_ID: tf.constant(part.users, tf.int64)})
+                return queries.numpy() @ catalogue.T + beta * prior[None, :]
+            return scores
+        return with_beta
 
     fit_model, _ = training.train("fit split", hparams, vocabulary, fit_files)
-    tuning = {beta: protocols.score_metrics(blended(fit_model, fit, beta), validation,
+    fit_blend = blend(fit_model, fit)
+    tuning = {beta: protocols.score_metrics(fit_blend(beta), validation,
                                             fit_seen)["ndcg_10"] for beta in BETAS}
     best = max(tuning, key=lambda beta: (tuning[beta], -beta))
     training.log("validation NDCG@10 by beta: " + ", ".join(
         f"{beta:g}: {value:.4f}" for beta, value in tuning.items()) + f" -> {best:g}")
     model, _ = training.train("training split", hparams, vocabulary, split.train_files)
+    train_blend = blend(model, train_set)
     results: Dict[str, Dict[str, float]] = {}
     for beta in sorted({0.0, best}):
-        figures = protocols.score_metrics(blended(model, train_set, beta), eval_set, seen)
+        figures = protocols.score_metrics(train_blend(beta), eval_set, seen)
         results[f"beta_{beta:g}"] = {"hr_10": round(figures["top_10"], 4),
                                      "ndcg_10": round(figures["ndcg_10"], 4),
                                      "recall_100": round(figures["top_100"], 4)}

@@ -176,9 +176,9 @@ class ExampleGenRun:
 
     def finish(self, max_bad_fraction: float = 0.0) -> dict:
         """Runs ``generate.finish_statistics`` (again: the raw counts are restored first)."""
-        from components.example_gen import generate
+        from components.example_gen import generate, summary
 
-        raw = pathlib.Path(self.paths.statistics) / generate._RAW_STATISTICS
+        raw = pathlib.Path(self.paths.statistics) / summary.RAW_STATISTICS
         shutil.copyfile(self._raw_backup, raw)
         self.statistics = generate.finish_statistics(
             self.layout, self.paths.statistics, max_bad_fraction)
@@ -231,7 +231,7 @@ def run_example_gen(tmp_path_factory):
     ``max_bad_fraction``. Parameters are ``ExampleGenConfig`` fields, plus ``block_size``
     (bytes of the ratings file per block; default: the pipeline's).
     """
-    from components.example_gen import generate, parsing
+    from components.example_gen import generate, parsing, summary
     from components.example_gen.config import ExampleGenConfig
     from data import movielens
 
@@ -245,7 +245,7 @@ def run_example_gen(tmp_path_factory):
                           block_size=block_size or parsing.DEFAULT_BLOCK_SIZE,
                           finish=False)
         backup = out / "raw_statistics.backup.json"
-        shutil.copyfile(os.path.join(paths.statistics, generate._RAW_STATISTICS), backup)
+        shutil.copyfile(os.path.join(paths.statistics, summary.RAW_STATISTICS), backup)
         result = ExampleGenRun(layout=layout, out_dir=out, paths=paths, _raw_backup=backup)
         if finish:
             result.finish(max_bad_fraction)

@@ -32,7 +32,6 @@ from components.example_gen.config import ExampleGenConfig
 from data import movielens, rating_lines
 
 STATISTICS_FILE = contract.STATISTICS_FILE
-_RAW_STATISTICS = summary.RAW_STATISTICS
 
 
 class BadInputError(movielens.DataFormatError):
@@ -122,7 +121,7 @@ def write_statistics(layout: movielens.Layout, statistics_dir: str) -> Dict[str,
     rating examples). Every rating line read is either kept or dropped with one reason,
     so ``lines_read == kept + dropped_total``: a RuntimeError if not (a bug, not bad data).
     """
-    raw_path = FileSystems.join(statistics_dir, _RAW_STATISTICS)
+    raw_path = FileSystems.join(statistics_dir, summary.RAW_STATISTICS)
     with FileSystems.open(raw_path) as handle:
         raw = json.loads(handle.read())
     counts: Dict[str, int] = raw["counts"]

@@ -40,6 +40,7 @@ TRAIN, EVAL, SPLITS = contract.TRAIN, contract.EVAL, contract.SPLITS
 SPLIT_RANDOM, SPLIT_TEMPORAL = config_lib.SPLIT_RANDOM, config_lib.SPLIT_TEMPORAL
 SEQUENCE, RATING, KINDS = contract.SEQUENCE, contract.RATING, contract.EXAMPLE_KINDS
 
+
 def is_kept(params: config_lib.ExampleGenConfig, rating: np.ndarray) -> np.ndarray:
     """Which ratings enter the timelines (min_rating None keeps all)."""
     if params.min_rating is None:
