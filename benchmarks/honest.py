@@ -37,13 +37,17 @@ MF_GRID = (5.0, 10.0, 20.0, 40.0)
 # The retrieval preset and its variants by features, compared on the temporal protocol
 # (a variant equal to the preset is not trained twice):
 #   preset      the preset as it stands (what the pipeline trains and serves);
+#   no_recency  the preset without its recency prior (components/trainer/recency.py);
 #   no_time     the preset's towers without the timestamp features;
-#   ids_only    user and movie ids only (no title, genres or time), the preset's training;
+#   ids_only    user and movie ids only (no title, genres, time or recency prior), the
+#               preset's training;
 #   with_time   the preset's towers with the global and user-relative time features.
 RETRIEVAL_VARIANTS = {
     "preset": {},
+    "no_recency": dict(recency_windows_days=()),
     "no_time": dict(use_timestamps=False),
-    "ids_only": dict(use_timestamps=False, use_title=False, use_genres=False),
+    "ids_only": dict(use_timestamps=False, use_title=False, use_genres=False,
+                     recency_windows_days=()),
     "with_time": dict(use_timestamps=True),
 }
 

@@ -13,6 +13,7 @@ import time
 from components.trainer import hparams as hp
 from components.trainer import inputs
 from components.trainer import models as M
+from components.trainer import recency
 
 import numpy as np
 import tensorflow as tf
@@ -62,7 +63,9 @@ def train(name: str, hparams, vocabulary, train_files: str):
     log(f"[{name}] training: {describe(hparams)}")
     start = time.time()
     stats = inputs.training_timestamp_stats(hparams, train_files)
-    model = M.compile_model(M.build_model(hparams, vocabulary, stats), hparams)
+    table = recency.training_recency(hparams, vocabulary, train_files)
+    model = M.compile_model(M.build_model(hparams, vocabulary, stats, recency_table=table),
+                            hparams)
     model.fit(inputs.input_dataset(hparams, vocabulary, train_files, training=True),
               epochs=hparams.epochs, verbose=0, callbacks=[Progress(name)])
     return model, time.time() - start

@@ -19,6 +19,7 @@ import components  # noqa: E402,F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import tensorflow_recommenders as tfrs  # noqa: E402
 
 from components import contract  # noqa: E402
 from components.trainer import encoders, export, inputs, optimizers, tasks, towers  # noqa: E402
@@ -234,12 +235,12 @@ def test_relative_time_encoder():
 
 def test_learning_rate_schedule():
     hparams = hp.HParams.from_dict({"learning_rate": 0.01, "learning_rate_schedule": "cosine"})
-    callback = M.learning_rate_callback(hparams, 4)
+    callback = optimizers.learning_rate_callback(hparams, 4)
     rates = [callback.schedule(epoch, 0.0) for epoch in range(4)]
     np.testing.assert_allclose(rates, [0.01, 0.01 * (1 + 0.5 ** 0.5) / 2, 0.005,
                                        0.01 * (1 - 0.5 ** 0.5) / 2], rtol=1e-6)
     constant = hp.HParams.from_dict({"learning_rate_schedule": "constant"})
-    assert M.learning_rate_callback(constant, 4) is None
+    assert optimizers.learning_rate_callback(constant, 4) is None
     with pytest.raises(ValueError, match="learning_rate_schedule"):
         hp.HParams.from_dict({"learning_rate_schedule": "step"})
 
@@ -391,7 +392,8 @@ def test_full_softmax_retrieval_with_features(data, rating_history):
     # (global and user-relative), which no preset uses any more.
     hparams = hp.HParams.from_dict({
         "epochs": 3, "batch_size": 512, "embedding_dim": 32, "timestamp_buckets": 100,
-        "train_top_k_metrics": True, "top_ks": [10, 100], "use_timestamps": True})
+        "train_top_k_metrics": True, "top_ks": [10, 100], "use_timestamps": True,
+        "recency_windows_days": []})  # the recency prior: tests/test_recency.py
     assert hparams.full_softmax and hparams.use_timestamps and hparams.use_genres
     train, evaluation = _datasets(data, hparams)
     stats = inputs.training_timestamp_stats(hparams, data["rating"]["train"])
@@ -582,7 +584,8 @@ def test_retrieval_preset_trains_large_tables_with_sparse_updates_and_exports(da
     hparams = hp.HParams.from_dict({"embedding_dim": 8, "batch_size": 64,
                                     "sparse_updates_min_rows": vocab.num_users,
                                     "sampled_softmax_min_catalogue": 1,
-                                    "num_sampled_negatives": 32})
+                                    "num_sampled_negatives": 32,
+                                    "recency_windows_days": []})  # test_recency.py
     model = M.compile_model(M.build_model(
         hparams, vocab, movie_counts=vocab.movie_counts), hparams)
     assert isinstance(model.optimizer, optimizers.LazyAdam)
@@ -717,7 +720,7 @@ def _export(model, hparams, data, path):
 
 def test_export_query_model(data, tmp_path):
     hparams = hp.HParams.from_dict({"embedding_dim": 8, "use_timestamps": True,
-                                   "timestamp_buckets": 10})
+                                   "timestamp_buckets": 10, "recency_windows_days": []})
     assert hparams.timestamp_features == ("global", "user_relative")
     stats = inputs.TimestampStats(9e8, 1e7, tuple(np.linspace(8.8e8, 9.2e8, 9)),
                              (1, 2, 3), (8.9e8, 8.95e8, 9.2e8))
@@ -870,10 +873,15 @@ def test_sampled_softmax_above_the_catalogue_threshold(data, monkeypatch):
     assert counts.sum() == sum(len(b[contract.MOVIE_ID]) for b in train)
     assert (counts != vocab.movie_counts).any()  # the training split only
 
-    seen = []
-    original = tasks.retrieval_call
-    monkeypatch.setattr(tasks, "retrieval_call", lambda *args, **kwargs: (
-        seen.append(kwargs), original(*args, **kwargs))[1])
+    seen = []  # what the log-Q correction and the accidental-hit removal are given
+    correction, removal = tfrs.layers.loss.SamplingProbablityCorrection, \
+        tfrs.layers.loss.RemoveAccidentalHits
+    original_correction, original_removal = correction.__call__, removal.call
+    monkeypatch.setattr(correction, "__call__", lambda self, logits, probability: (
+        seen.append({"candidate_sampling_probability": probability}),
+        original_correction(self, logits, probability))[1])
+    monkeypatch.setattr(removal, "call", lambda self, labels, logits, ids: (
+        seen[-1].update(candidate_ids=ids), original_removal(self, labels, logits, ids))[1])
     model = distribute.build_and_fit(hparams, vocab, data["rating"]["train"], train_steps=0)
     assert model.task.negative_sampler.num_samples == 64
     probe = next(iter(inputs.input_dataset(hparams, vocab, data["rating"]["train"], True)))
@@ -953,7 +961,8 @@ def test_streamed_ranks_and_sampled_eval_users(data, rating_history):
     assert list(rows) == list(rating_history.get(1)) * 2 and set(positions) == {0, 2}
 
     hparams = hp.HParams.from_dict({"embedding_dim": 8, "use_timestamps": False,
-                                    "eval_sample_users": 25, "top_ks": [10]})
+                                    "eval_sample_users": 25, "top_ks": [10],
+                                    "recency_windows_days": []})
     model = M.build_model(hparams, data["vocab"])
     metrics = run.evaluate(model, hparams, data["vocab"], data["rating"]["train"],
                            data["rating"]["eval"])

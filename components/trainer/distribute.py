@@ -28,7 +28,7 @@ import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loa
 
 import tensorflow as tf
 
-from components.trainer import inputs, models, sampling
+from components.trainer import inputs, models, recency, sampling
 from components.trainer.hparams import HParams
 from components.trainer.vocabulary import Vocabulary
 
@@ -71,10 +71,12 @@ def build_and_fit(hparams: HParams, vocabulary: Vocabulary, train_files,
     movie_counts = None
     if hparams.kind.retrieves and hparams.samples_softmax(vocabulary.num_movies):
         movie_counts = sampling.training_movie_counts(hparams, vocabulary, train_files)
+    recency_table = recency.training_recency(hparams, vocabulary, train_files)
     train_data = inputs.input_dataset(step_hparams, vocabulary, train_files, training=True)
     with strategy.scope():
         model = models.compile_model(models.build_model(
-            step_hparams, vocabulary, timestamp_stats, movie_counts), step_hparams)
+            step_hparams, vocabulary, timestamp_stats, movie_counts, recency_table),
+            step_hparams)
         # Here, so that every variable belongs to the strategy whatever touches the
         # model first.
         models.create_variables(model, next(iter(train_data)))

@@ -219,12 +219,14 @@ def examples_spec(kind: contract.ModelKind, vocabulary: Vocabulary,
 def feature_spec(hparams: HParams, vocabulary: Vocabulary,
                  with_user_features: bool = False) -> FeatureSpec:
     """The parse spec of exactly the features ``hparams.model`` reads: its query and
-    label features, the user, the rating if it rates, the timestamp if it reads one."""
+    label features, the user, the rating if it rates, the timestamp if it reads one
+    (its towers, or the recency prior in training)."""
     kind = hparams.kind
     names = [contract.USER_ID, kind.label_key, *kind.query_keys]
     if kind.rates:
         names.append(contract.USER_RATING)
-    if hparams.use_timestamps and kind.examples == contract.RATING:
+    if (hparams.use_timestamps or hparams.recency_windows_days) \
+            and kind.examples == contract.RATING:
         names.append(contract.TIMESTAMP)
     return select(examples_spec(kind, vocabulary, with_user_features),
                   list(dict.fromkeys(names)))

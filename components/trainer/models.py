@@ -25,9 +25,8 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from components import contract
-from components.trainer import attention, encoders, inputs, tasks, towers
+from components.trainer import attention, encoders, inputs, optimizers, recency, tasks, towers
 from components.trainer.hparams import HParams
-from components.trainer.optimizers import make_optimizer
 from components.trainer.vocabulary import Vocabulary
 
 keras = tf.keras  # tf_keras (Keras 2) under TF_USE_LEGACY_KERAS=1
@@ -85,29 +84,10 @@ class _Model(tfrs.Model):
     def fit(self, *args, **kwargs):
         """``keras.Model.fit``, plus the learning-rate schedule's callback (over the
         ``epochs`` of this call), so that every caller trains on the same schedule."""
-        schedule = learning_rate_callback(self.hparams, kwargs.get("epochs", 1))
+        schedule = optimizers.learning_rate_callback(self.hparams, kwargs.get("epochs", 1))
         if schedule is not None:
             kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [schedule]
         return super().fit(*args, **kwargs)
-
-
-def learning_rate_callback(hparams: HParams, epochs: int
-                           ) -> Optional[keras.callbacks.Callback]:
-    """The callback that sets each epoch's learning rate (None for a constant one).
-
-    ``"cosine"``: epoch ``e`` of ``epochs`` trains at
-    ``learning_rate * (1 + cos(pi * e / epochs)) / 2`` -- the full rate first, then
-    smaller steps, which settle the evaluation figures that a constant Adam rate leaves
-    fluctuating from epoch to epoch.
-    """
-    if hparams.learning_rate_schedule == "constant":
-        return None
-    epochs = max(int(epochs), 1)
-
-    def rate(epoch, _current=None):
-        return float(hparams.learning_rate * 0.5 * (1.0 + np.cos(np.pi * epoch / epochs)))
-
-    return keras.callbacks.LearningRateScheduler(rate)
 
 
 class _TwoTowerModel(_Model):
@@ -139,12 +119,27 @@ class RetrievalModel(_TwoTowerModel):
 
     def __init__(self, vocabulary: Vocabulary, hparams: HParams,
                  timestamp_stats: Optional[inputs.TimestampStats] = None,
-                 movie_counts: Optional[np.ndarray] = None):
+                 movie_counts: Optional[np.ndarray] = None,
+                 recency_table: Optional[recency.RecencyTable] = None):
         super().__init__(name="retrieval_model")
         self.hparams = hparams
         self.query_tower = _user_tower(vocabulary, hparams, timestamp_stats)
         self.candidate_tower = _movie_tower(vocabulary, hparams)
+        self.recency = None
+        if hparams.recency_windows_days:
+            self.query_tower, self.candidate_tower, self.recency = recency.with_prior(
+                self.query_tower, self.candidate_tower, recency_table, vocabulary)
         self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams, movie_counts)
+
+    def compute_loss(self, features, training=False):
+        if self.recency is None or not training:  # evaluation: the end's prior, as served
+            return super().compute_loss(features, training)
+        ids = features[self.label_key]
+        times = features[contract.TIMESTAMP]
+        return self.task(
+            self.query_tower(features), self.candidate_tower(ids), ids,
+            compute_metrics=self.hparams.train_top_k_metrics,
+            logit_bias=lambda rows: self.recency.training_bias(times, rows))
 
 
 class RankingModel(_Model):
@@ -370,14 +365,19 @@ MODEL_CLASSES = {contract.RETRIEVAL: RetrievalModel, contract.RANKING: RankingMo
 
 def build_model(hparams: HParams, vocabulary: Vocabulary,
                 timestamp_stats: Optional[inputs.TimestampStats] = None,
-                movie_counts: Optional[np.ndarray] = None) -> tfrs.Model:
+                movie_counts: Optional[np.ndarray] = None,
+                recency_table: Optional[recency.RecencyTable] = None) -> tfrs.Model:
     """The (uncompiled) model ``hparams.model``, initialized from ``hparams.seed``.
 
     ``movie_counts`` ``[M]``: the training examples' label counts
     (``sampling.training_movie_counts``), the popularity of sampled softmax's log-Q
-    correction and negative pool; default: the vocabulary's counts (both splits)."""
+    correction and negative pool; default: the vocabulary's counts (both splits).
+    ``recency_table``: the training files' (``recency.training_recency``), needed with
+    ``recency_windows_days``."""
     keras.utils.set_random_seed(hparams.seed)
-    model = MODEL_CLASSES[hparams.model](vocabulary, hparams, timestamp_stats, movie_counts)
+    extra = {} if recency_table is None else {"recency_table": recency_table}
+    model = MODEL_CLASSES[hparams.model](vocabulary, hparams, timestamp_stats, movie_counts,
+                                         **extra)
     # Whether its tables train with sparse updates (HParams.sparse_updates_min_rows): the
     # towers' penalties are built for it; compile_model picks the optimizer by it.
     model.sparse_updates = _sparse_updates(vocabulary, hparams)
@@ -385,7 +385,7 @@ def build_model(hparams: HParams, vocabulary: Vocabulary,
 
 
 def compile_model(model: tfrs.Model, hparams: HParams) -> tfrs.Model:
-    model.compile(optimizer=make_optimizer(hparams, model.sparse_updates))
+    model.compile(optimizer=optimizers.make_optimizer(hparams, model.sparse_updates))
     return model
 
 

@@ -12,8 +12,11 @@ each: benchmarks/README.md, "The pipeline at scale".
 
 from __future__ import annotations
 
+from typing import Optional
+
 import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
+import numpy as np
 import tensorflow as tf
 
 from components.trainer.hparams import HParams
@@ -114,3 +117,22 @@ def make_optimizer(hparams: HParams, sparse_updates: bool = False
         "sgd": lambda: keras.optimizers.SGD(lr),
         "rmsprop": lambda: keras.optimizers.RMSprop(lr),
     }[hparams.optimizer]()
+
+
+def learning_rate_callback(hparams: HParams, epochs: int
+                           ) -> Optional[keras.callbacks.Callback]:
+    """The callback that sets each epoch's learning rate (None for a constant one).
+
+    ``"cosine"``: epoch ``e`` of ``epochs`` trains at
+    ``learning_rate * (1 + cos(pi * e / epochs)) / 2`` -- the full rate first, then
+    smaller steps, which settle the evaluation figures that a constant Adam rate leaves
+    fluctuating from epoch to epoch.
+    """
+    if hparams.learning_rate_schedule == "constant":
+        return None
+    epochs = max(int(epochs), 1)
+
+    def rate(epoch, _current=None):
+        return float(hparams.learning_rate * 0.5 * (1.0 + np.cos(np.pi * epoch / epochs)))
+
+    return keras.callbacks.LearningRateScheduler(rate)

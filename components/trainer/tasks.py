@@ -25,9 +25,6 @@ from components.trainer import encoders, sampling
 from components.trainer.vocabulary import Vocabulary
 
 keras = tf.keras  # tf_keras (Keras 2) under TF_USE_LEGACY_KERAS=1
-# tfrs.tasks.Retrieval.call needs AutoGraph (it takes ``len(tf.shape(x))``); it alone is
-# converted (not the functions it calls): see encoders.graph_safe.
-retrieval_call = tf.autograph.to_graph(tfrs.tasks.Retrieval.call, recursive=False)
 
 
 class CatalogueTopK(tfrs.layers.factorized_top_k.TopK):
@@ -75,6 +72,13 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.base.Task):
     ``movie_counts`` ``[M]``: the popularity behind log-Q and the pool (default: the
     vocabulary's counts). With ``compute_metrics``, ``FactorizedTopK`` (named
     ``factorized_top_k``) updates top-``ks`` accuracy over the whole catalogue, id-based.
+    ``logit_bias``: ``rows [C] or None -> [B, C]``, added to the logits of the candidates
+    at those catalogue rows (None: the whole catalogue's ``[B, M]``): a term of the
+    score that depends on the query and the movie beyond the two embeddings (the recency
+    prior in training, components/trainer/recency.py).
+
+    The sampled loss is ``tfrs.tasks.Retrieval``'s (its log-Q and accidental-hit layers,
+    its summed cross-entropy), written out so that ``logit_bias`` can enter the logits.
     """
 
     def __init__(self, candidate_tower: keras.Model, vocabulary: Vocabulary, *,
@@ -102,18 +106,19 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.base.Task):
                 vocabulary.movie_ids, probabilities, num_sampled_negatives)
         self.top_k = tfrs.metrics.FactorizedTopK(
             CatalogueTopK(candidate_tower, vocabulary.movie_ids, k=max(ks)), ks=tuple(ks))
-        self.sampled = tfrs.tasks.Retrieval(
-            remove_accidental_hits=remove_accidental_hits,
-            temperature=None if self._temperature == 1.0 else self._temperature)
+        self._remove_accidental_hits = remove_accidental_hits
+        self._cross_entropy = keras.losses.CategoricalCrossentropy(
+            from_logits=True, reduction=keras.losses.Reduction.SUM)
 
     def catalogue_rows(self, movie_ids):
         """Movie ids -> rows of the vocabulary (-1 for ids outside it)."""
         return self._row_lookup(movie_ids) - 1
 
     def call(self, query_embeddings, candidate_embeddings, candidate_ids,
-             sample_weight=None, compute_metrics: bool = True):
+             sample_weight=None, compute_metrics: bool = True, logit_bias=None):
         loss = (self._full_loss if self._full_softmax else self._sampled_loss)(
-            query_embeddings, candidate_ids, candidate_embeddings, sample_weight)
+            query_embeddings, candidate_ids, candidate_embeddings, sample_weight,
+            logit_bias)
         if compute_metrics:
             update = self.top_k.update_state(
                 query_embeddings, candidate_embeddings, true_candidate_ids=candidate_ids,
@@ -123,7 +128,7 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.base.Task):
         return loss
 
     def _sampled_loss(self, query_embeddings, candidate_ids, candidate_embeddings,
-                      sample_weight):
+                      sample_weight, logit_bias):
         """In-batch ``[B]`` plus pooled ``[N]`` candidates -> logits ``[B, B + N]``."""
         if self.negative_sampler is not None:
             pool = self.negative_sampler()                                      # [N]
@@ -131,22 +136,29 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.base.Task):
                 negatives = self.candidate_tower(pool)                          # [N, D]
             candidate_embeddings = tf.concat([candidate_embeddings, negatives], axis=0)
             candidate_ids = tf.concat([candidate_ids, pool], axis=0)            # [B+N]
-        probability = None
+        logits = tf.matmul(query_embeddings, candidate_embeddings, transpose_b=True)
+        if logit_bias is not None:
+            logits += logit_bias(self.catalogue_rows(candidate_ids))
+        logits /= self._temperature
+        labels = tf.eye(tf.shape(logits)[0], tf.shape(logits)[1])
         if self._sampling_probability is not None:
-            probability = tf.gather(self._sampling_probability,
-                                    self._row_lookup(candidate_ids))
-        return retrieval_call(
-            self.sampled, query_embeddings, candidate_embeddings,
-            sample_weight=sample_weight, candidate_sampling_probability=probability,
-            candidate_ids=candidate_ids, compute_metrics=False)
+            logits = tfrs.layers.loss.SamplingProbablityCorrection()(
+                logits, tf.gather(self._sampling_probability,
+                                  self._row_lookup(candidate_ids)))
+        if self._remove_accidental_hits:
+            logits = tfrs.layers.loss.RemoveAccidentalHits()(labels, logits, candidate_ids)
+        return self._cross_entropy(labels, logits, sample_weight=sample_weight)
 
     def _full_loss(self, query_embeddings, candidate_ids, candidate_embeddings,
-                   sample_weight):
+                   sample_weight, logit_bias):
         """Logits against the whole catalogue ``[B, M]``."""
         del candidate_embeddings  # the catalogue is re-embedded whole
         with encoders.not_example_lookups():
             catalogue = self.candidate_tower(self._catalogue_ids)              # [M, D]
-        logits = tf.matmul(query_embeddings, catalogue, transpose_b=True) / self._temperature
+        logits = tf.matmul(query_embeddings, catalogue, transpose_b=True)
+        if logit_bias is not None:
+            logits += logit_bias(None)
+        logits /= self._temperature
         rows = self.catalogue_rows(candidate_ids)
         known = tf.cast(rows >= 0, tf.float32)
         weight = known if sample_weight is None else known * sample_weight
