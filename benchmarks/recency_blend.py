@@ -9,8 +9,9 @@ The protocol is ``quality.py``'s temporal one (``protocols.py``): example genera
 The preset is trained twice: on the ratings before the validation cutoff (to choose
 ``beta`` on validation) and on the whole training split (the figures on the held-out
 ratings of the eval users with training ratings). ``beta = 0`` is the preset alone and
-reproduces ``quality.py``'s preset row. A blend tuned outside the model, to size the
-signal before building it into the model: not what the pipeline serves.
+reproduces ``quality.py``'s ``no_recency`` row (the preset without its recency prior,
+which this blend sized before it was built into the model: components/trainer/
+recency.py). A blend tuned outside the model: not what the pipeline serves.
 Last line: one JSON object with the validation figure per ``beta`` and the eval figures
 at ``beta = 0`` and at the chosen ``beta``.
 """
@@ -73,7 +74,9 @@ def main(argv=None) -> int:
     validation = validation.take(protocols.warm(validation, fit_seen))
     fit_files = _fit_split_file(split.train_files, int(fit.timestamps.max()),
                                 os.path.join(args.work_dir, "fit.tfrecord.gz"))
-    hparams = hp.preset(hp.RETRIEVAL)
+    # The preset without its own recency prior: what the blend sized before the prior
+    # was built into the model (components/trainer/recency.py).
+    hparams = hp.HParams.from_dict({**hp.PRESETS[hp.RETRIEVAL], "recency_windows_days": ()})
 
     def blend(model, ratings):
         """``beta -> score_fn``: the model's scores plus ``beta`` x the prior, the

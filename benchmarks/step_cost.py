@@ -33,7 +33,7 @@ def step_costs(output_root: str, model: str, configs, warmup: int, steps: int,
     import numpy as np
 
     from benchmarks.training_budget import run_examples
-    from components.trainer import hparams as hp, inputs, models
+    from components.trainer import hparams as hp, inputs, models, recency
 
     outputs, vocabulary = run_examples(output_root)
     built = []
@@ -45,7 +45,9 @@ def step_costs(output_root: str, model: str, configs, warmup: int, steps: int,
         hparams = hp.HParams.from_dict(overrides)
         train = os.path.join(outputs[hparams.kind.examples_key][0], "Split-train")
         data = inputs.input_dataset(hparams, vocabulary, train, training=True).repeat()
-        trained = models.compile_model(models.build_model(hparams, vocabulary), hparams)
+        trained = models.compile_model(models.build_model(
+            hparams, vocabulary, recency_table=recency.training_recency(
+                hparams, vocabulary, train)), hparams)
         trained.fit(data, epochs=1, steps_per_epoch=warmup, verbose=0)
         built.append((hparams, data, trained, []))
     # Rounds that alternate the configs, so that a slow spell of the machine falls on

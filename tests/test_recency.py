@@ -55,6 +55,26 @@ def test_the_table_counts_each_window_strictly_before_each_day():
         recency.recency_table([(np.array([-1]), np.array([DAY]))], 3, (1,))
 
 
+def test_the_prior_gives_the_rows_a_sampled_loss_asks_for_and_the_end_to_serving():
+    rng = np.random.default_rng(0)
+    vocab = _small_vocab()  # movie ids 10..15
+    table = recency.recency_table(
+        [(rng.integers(-1, 6, 300), rng.integers(50, 80, 300) * DAY)], 6, (3, 10))
+    prior = recency.RecencyPrior(table, vocab.movie_ids)
+    prior.scaled_weights.assign(np.array([0.5, -0.25]) / recency.WEIGHT_SCALE)
+    times = tf.constant(np.array([40, 55, 79, 200]) * DAY)  # before, within, after the data
+    whole = prior.training_bias(times).numpy()                           # [4, 6]
+    days = np.clip(np.array([40, 55, 79, 200]) - 50, 0, len(table.log_counts) - 1)
+    expected = (table.log_counts[days] - table.end[None]) @ np.array([0.5, -0.25])
+    np.testing.assert_allclose(whole, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(whole[3], 0.0)                            # past the end
+    rows = tf.constant([5, 0, 0, 3], tf.int64)  # a sampled loss's candidates, repeated
+    np.testing.assert_allclose(prior.training_bias(times, rows).numpy(),
+                               whole[:, [5, 0, 0, 3]], rtol=1e-6)
+    np.testing.assert_allclose(prior.end_prior(tf.constant([15, 10, 99])).numpy(),
+                               [table.end[5], table.end[0], [0.0, 0.0]], rtol=1e-6)
+
+
 def test_hparams_check_the_windows():
     assert hp.HParams.from_dict({"recency_windows_days": "7, 30"}).recency_windows_days \
         == (7, 30)

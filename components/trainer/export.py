@@ -27,6 +27,10 @@ order, the embeddings of ``candidates.npz`` -- and agrees with
 ``EVAL_CHUNK`` movies at a time and only a count per example leaves the signature: what
 TFMA holds per example does not grow with the catalogue.
 
+``D`` is the towers' width: with the retrieval model's recency prior, the embedding
+width plus one coordinate per window (components/trainer/recency.py), so every consumer
+of ``query_embedding`` and ``candidates.npz`` scores with the prior unchanged.
+
 The export holds no ScaNN op: the Evaluator (and stock TensorFlow Serving) load it as is.
 The Pusher builds the served models (with the index) from it and ``candidates.npz``.
 """
