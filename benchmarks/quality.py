@@ -3,8 +3,9 @@
 Protocols (benchmarks/protocols.py says exactly what each splits and measures):
 
 * ``temporal`` (rating models): the last 20% of ratings in time are held out; our
-  retrieval preset (and its variants by time features) beside popularity and EASE (L2
-  tuned on validation); our ranking preset's RMSE beside the mean and biased MF.
+  retrieval preset (and its variants by time features and recency prior) beside
+  popularity, recent popularity and EASE (L2 tuned on validation); our ranking preset's
+  RMSE beside the mean and biased MF.
 * ``leave_last_out`` (sequence models): each user's last kept rating is held out; every
   sequence model kind (its preset) beside popularity, last-item Markov and EASE.
   Metrics of both: HR@10, NDCG@10, Recall@100 over the whole catalogue with the user's
