@@ -167,6 +167,53 @@ def temporal_validation(train: Interactions) -> Tuple[Interactions, Interactions
     return train.take(~later), train.take(later)
 
 
+@dataclasses.dataclass(frozen=True)
+class TemporalFit:
+    """A temporal split's training part for tuning a model on validation: ``fit`` (the
+    training ratings up to the validation cutoff, also as one gzipped TFRecord file,
+    ``fit_files``, to train on), their ``fit_seen`` movies per user, and the
+    ``validation`` ratings of users with fit ratings."""
+
+    split: Split
+    fit: Interactions
+    fit_seen: histories.UserHistory
+    validation: Interactions
+    fit_files: str
+
+
+def temporal_fit_args(description: str, argv=None):
+    """The command line of a benchmark on :func:`temporal_fit`: ``--data-dir`` (default
+    ``$MOVIELENS_100K_DIR``, else the shared ML-100K) and ``--work-dir``."""
+    import argparse  # pylint: disable=import-outside-toplevel
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-dir", default=os.environ.get(
+        "MOVIELENS_100K_DIR", "/work/shared/data/ml-100k"))
+    parser.add_argument("--work-dir", required=True)
+    return parser.parse_args(argv)
+
+
+def temporal_fit(data_dir: str, work_dir: str) -> TemporalFit:
+    """``data_dir``'s rating examples split temporally (``generate_examples`` with
+    ``"honest"`` under ``work_dir/examples``) and their :class:`TemporalFit`."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    os.makedirs(work_dir, exist_ok=True)
+    paths, _ = generate_examples(data_dir, os.path.join(work_dir, "examples"), "honest")
+    split = load_split(paths, contract.RATING)
+    fit, validation = temporal_validation(split.train)
+    fit_seen = history_of(fit)
+    cutoff, path = int(fit.timestamps.max()), os.path.join(work_dir, "fit.tfrecord.gz")
+    spec = {contract.TIMESTAMP: tf.io.FixedLenFeature([1], tf.int64)}
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for record in tf.data.TFRecordDataset(tf.io.gfile.glob(split.train_files),
+                                              compression_type="GZIP"):
+            if int(tf.io.parse_single_example(record, spec)[contract.TIMESTAMP][0]) <= cutoff:
+                writer.write(record.numpy())
+    return TemporalFit(split, fit, fit_seen, validation.take(warm(validation, fit_seen)),
+                       path)
+
+
 def last_per_user(examples: Interactions) -> np.ndarray:
     """bool ``[N]``: each user's last example (latest timestamp, then file order)."""
     order = np.lexsort((np.arange(len(examples)), examples.timestamps, examples.users))

@@ -16,7 +16,6 @@ Last line: one JSON object with the validation figure per ``beta`` and the eval 
 at ``beta = 0`` and at the chosen ``beta``.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -28,52 +27,24 @@ BETAS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 WINDOW_DAYS = 30
 
 
-def _fit_split_file(train_files: str, cutoff: int, path: str) -> str:
-    """The training examples up to ``cutoff`` (their timestamp), as one gzipped file."""
-    # pylint: disable=import-outside-toplevel
-    import tensorflow as tf
-
-    from components import contract
-
-    spec = {contract.TIMESTAMP: tf.io.FixedLenFeature([1], tf.int64)}
-    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
-        records = tf.data.TFRecordDataset(tf.io.gfile.glob(train_files),
-                                          compression_type="GZIP")
-        for record in records:
-            if int(tf.io.parse_single_example(record, spec)[contract.TIMESTAMP][0]) <= cutoff:
-                writer.write(record.numpy())
-    return path
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=os.environ.get(
-        "MOVIELENS_100K_DIR", "/work/shared/data/ml-100k"))
-    parser.add_argument("--work-dir", required=True)
-    args = parser.parse_args(argv)
-
     # pylint: disable=import-outside-toplevel
     import numpy as np
     import tensorflow as tf
 
     import components  # noqa: F401
     from benchmarks import baselines, protocols, training
+
+    args = protocols.temporal_fit_args(__doc__.split("\n\n")[0], argv)
     from components import contract
     from components.trainer import evaluation as trainer_eval
     from components.trainer import hparams as hp
 
-    os.makedirs(args.work_dir, exist_ok=True)
-    paths, _ = protocols.generate_examples(args.data_dir,
-                                           os.path.join(args.work_dir, "examples"), "honest")
-    split = protocols.load_split(paths, contract.RATING)
+    data = protocols.temporal_fit(args.data_dir, args.work_dir)
+    split, fit, fit_seen, validation = data.split, data.fit, data.fit_seen, data.validation
     vocabulary, train_set = split.vocabulary, split.train
     seen = protocols.history_of(train_set)
     eval_set = split.eval.take(protocols.warm(split.eval, seen))
-    fit, validation = protocols.temporal_validation(train_set)
-    fit_seen = protocols.history_of(fit)
-    validation = validation.take(protocols.warm(validation, fit_seen))
-    fit_files = _fit_split_file(split.train_files, int(fit.timestamps.max()),
-                                os.path.join(args.work_dir, "fit.tfrecord.gz"))
     # The preset without its own recency prior: what the blend sized before the prior
     # was built into the model (components/trainer/recency.py).
     hparams = hp.HParams.from_dict({**hp.PRESETS[hp.RETRIEVAL], "recency_windows_days": ()})
@@ -93,7 +64,7 @@ def main(argv=None) -> int:
             return scores
         return with_beta
 
-    fit_model, _ = training.train("fit split", hparams, vocabulary, fit_files)
+    fit_model, _ = training.train("fit split", hparams, vocabulary, data.fit_files)
     fit_blend = blend(fit_model, fit)
     tuning = {beta: protocols.score_metrics(fit_blend(beta), validation,
                                             fit_seen)["ndcg_10"] for beta in BETAS}
