@@ -104,7 +104,14 @@ class _TwoTowerModel(_Model):
         ids = features[self.label_key]
         return self.task(
             self.query_tower(features), self.candidate_tower(ids), ids,
-            compute_metrics=not training or self.hparams.train_top_k_metrics)
+            compute_metrics=not training or self.hparams.train_top_k_metrics,
+            logit_bias=self.training_logit_bias(features) if training else None)
+
+    def training_logit_bias(self, features):
+        """None, or the training logits' term beyond the embeddings (see
+        ``tasks.RetrievalTask``'s ``logit_bias``)."""
+        del features
+        return None
 
 
 class RetrievalModel(_TwoTowerModel):
@@ -131,15 +138,12 @@ class RetrievalModel(_TwoTowerModel):
                 self.query_tower, self.candidate_tower, recency_table, vocabulary)
         self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams, movie_counts)
 
-    def compute_loss(self, features, training=False):
-        if self.recency is None or not training:  # evaluation: the end's prior, as served
-            return super().compute_loss(features, training)
-        ids = features[self.label_key]
-        times = features[contract.TIMESTAMP]
-        return self.task(
-            self.query_tower(features), self.candidate_tower(ids), ids,
-            compute_metrics=self.hparams.train_top_k_metrics,
-            logit_bias=lambda rows: self.recency.training_bias(times, rows))
+    def training_logit_bias(self, features):
+        """The recency prior at each example's time (evaluation keeps the end's, as
+        served: components/trainer/recency.py)."""
+        if self.recency is None:
+            return None
+        return lambda rows: self.recency.training_bias(features[contract.TIMESTAMP], rows)
 
 
 class RankingModel(_Model):

@@ -147,11 +147,11 @@ class RecencyPrior(keras.layers.Layer):
         super().__init__(name=name)
         self._origin = int(table.origin)
         self._bucket_seconds = int(table.bucket_seconds)
-        self._last, self._num_movies, windows = (int(n) for n in table.log_counts.shape)
+        rows, self._num_movies, windows = (int(n) for n in table.log_counts.shape)
+        self._last = rows - 1  # the end's row: times past training clip to it
         self._row_lookup = keras.layers.IntegerLookup(
             vocabulary=np.asarray(movie_ids, np.int64), mask_token=None, num_oov_indices=1,
             name="recency_row_lookup")
-        self._last -= 1
         # Per window, each row minus the end's row ([T + 1, M]): the training logits'
         # correction (the end's prior reaches them through the towers' extra
         # coordinates). One table per window: K row gathers cost under half a gather of
