@@ -1007,6 +1007,16 @@ export.save(export.export_module(model, hparams, vocab, SliceSpec(),
 ranking = distribute.build_and_fit(  # Keras' own mean losses refuse a strategy
     hp.HParams.from_dict({"model": "ranking", "embedding_dim": 8}), vocab, train, mirrored,
     train_steps=3)
+# Sampled softmax (in-batch plus a shared pool, log-Q) with title tokens, whose
+# gradients are IndexedSlices of as many rows as the batch and pool have tokens.
+titled = hp.HParams.from_dict({"embedding_dim": 16, "batch_size": 64, "use_title": True,
+                               "num_sampled_negatives": 32, "sampled_softmax_min_catalogue": 1,
+                               "recency_windows_days": []})
+sampled = distribute.build_and_fit(titled, vocab, train, mirrored, train_steps=0)
+tokens = sampled.candidate_tower.title_embedding.embeddings
+tokens_before = tokens.numpy()
+sampled.fit(inputs.input_dataset(sampled.hparams, vocab, train, training=True).take(3),
+            epochs=1, verbose=0)
 loaded = tf.saved_model.load(export_dir)
 served = loaded.signatures[contract.SERVING_SIGNATURE](**users)[contract.QUERY_EMBEDDING]
 print(json.dumps({
@@ -1015,6 +1025,10 @@ print(json.dumps({
     "same_init": float(np.abs(initial[0] - initial[1]).max()),
     "export_error": float(np.abs(served.numpy() - model.query_tower(users).numpy()).max()),
     "ranking_batch": ranking.hparams.batch_size,
+    "sampled": bool(sampled.hparams.samples_softmax(vocab.num_movies)),
+    "title_moved": float(np.abs(tokens.numpy() - tokens_before).max()),
+    "title_replicas_agree": float(max(np.abs(part.numpy() - tokens.values[0].numpy()).max()
+                                      for part in tokens.values)),
 }))
 """
 
@@ -1024,7 +1038,9 @@ def test_mirrored_strategy_on_two_logical_cpus(data, tmp_path):
     """MirroredStrategy over two logical CPUs (configured before TensorFlow initialises,
     hence a subprocess): global batch and learning rate scaled by 2, the same
     initialization as the default strategy, the loss falls, the export serves the
-    trained model's answers; a ranking model (mean-squared-error loss) trains too."""
+    trained model's answers; a ranking model (mean-squared-error loss) trains too, and
+    so does sampled softmax with title tokens (sparse gradients of a different size at
+    each step), its replicas' copies updated alike."""
     import json
     import os
     import subprocess
@@ -1044,6 +1060,8 @@ def test_mirrored_strategy_on_two_logical_cpus(data, tmp_path):
     assert result["after"] < 0.98 * result["before"]
     assert result["export_error"] < 1e-5
     assert result["ranking_batch"] == 2 * hp.preset("ranking").batch_size
+    assert result["sampled"] and result["title_moved"] > 0
+    assert result["title_replicas_agree"] < 1e-6
 
 
 def test_rated_npz_holds_each_users_latest_movies_in_time_order(tmp_path):
