@@ -19,6 +19,7 @@ Usage (a few minutes per model on 2 cores)::
         --hparam attention.epochs=10 --variant every_position_weight=0,epochs=8
 
 ``--variant`` trains the ``attention`` kind once more with those overrides (repeatable).
+``--max-context-length`` generates the examples with that many context movies.
 Prints HR@10 / NDCG@10 after every epoch and one line per model and, last, a JSON
 object of every figure.
 """
@@ -45,6 +46,7 @@ import tensorflow as tf  # noqa: E402
 from benchmarks import baselines, protocols, quality, training  # noqa: E402
 from benchmarks.tutorial_protocol import Data  # noqa: E402
 from components import contract  # noqa: E402
+from components.example_gen.config import ExampleGenConfig  # noqa: E402
 from components.trainer import evaluation as trainer_eval  # noqa: E402
 from components.trainer import hparams as hp  # noqa: E402
 from components.trainer import inputs  # noqa: E402
@@ -54,9 +56,11 @@ from pipeline import options  # noqa: E402
 K = 10
 
 
-def generate_leave_last_out(data_dir: str, out: pathlib.Path):
-    """The example generator's outputs for ``data_dir`` split leave-last-out."""
-    return protocols.generate_examples(data_dir, str(out), "leave_last_out")[0]
+def generate_leave_last_out(data_dir: str, out: pathlib.Path, max_context_length: int):
+    """The example generator's outputs for ``data_dir`` split leave-last-out, with up to
+    ``max_context_length`` context movies per example."""
+    return protocols.generate_examples(data_dir, str(out), "leave_last_out",
+                                       max_context_length=max_context_length)[0]
 
 
 def hit_rate_and_ndcg(ranks: np.ndarray, k: int = K) -> Dict[str, float]:
@@ -135,6 +139,10 @@ def main(argv=None) -> int:
                         metavar="MODEL.NAME=VALUE")
     parser.add_argument("--variant", action="append", default=[],
                         metavar="NAME=VALUE,...")
+    parser.add_argument("--max-context-length", type=int,
+                        default=ExampleGenConfig.max_context_length,
+                        help="context movies per example, for every model (default "
+                        "%(default)s: the example generator's)")
     args = parser.parse_args(argv)
     overrides = options.parse_hparams(args.hparam)
     runs = [(name, {**overrides.get(name, {}), "model": name})
@@ -146,7 +154,8 @@ def main(argv=None) -> int:
                                      variant.split(",")])[contract.ATTENTION]}))
     started = time.time()
     with tempfile.TemporaryDirectory() as work:
-        data = Data(generate_leave_last_out(args.data_dir, pathlib.Path(work)))
+        data = Data(generate_leave_last_out(args.data_dir, pathlib.Path(work),
+                                                args.max_context_length))
         spec = inputs.select(inputs.sequence_feature_spec(*data.vocabulary.sequence_shape()),
                              [contract.USER_ID, contract.CONTEXT_MOVIE_ID,
                               contract.LABEL_MOVIE_ID])
@@ -166,6 +175,7 @@ def main(argv=None) -> int:
             results[name] = {**score(model, data, history), "train_seconds": round(seconds),
                              "hparams": training.describe(hparams)}
             training.log(f"[{name}] {results[name]}")
+    results["max_context_length"] = args.max_context_length
     results["wall_seconds"] = round(time.time() - started)
     print(json.dumps(results, sort_keys=True))
     return 0

@@ -48,14 +48,16 @@ VALIDATION_FRACTION = 0.1
 KS = (1, 5, 10, 50, 100)
 
 
-def generate_examples(data_dir: str, out: str, split_strategy: str, seed: int = 42):
+def generate_examples(data_dir: str, out: str, split_strategy: str, seed: int = 42,
+                      **settings):
     """Runs the example generator (in-process, DirectRunner) with ``split_strategy`` (of
-    :data:`SPLIT_STRATEGY`); returns ``(OutputPaths, one-line summary)``."""
+    :data:`SPLIT_STRATEGY`) and any other ``ExampleGenConfig`` ``settings``; returns
+    ``(OutputPaths, one-line summary)``."""
     from components.example_gen import generate
     from components.example_gen.config import ExampleGenConfig
 
     paths = generate.OutputPaths.under(out)
-    config = ExampleGenConfig(seed=seed, split_strategy=split_strategy)
+    config = ExampleGenConfig(seed=seed, split_strategy=split_strategy, **settings)
     statistics = generate.generate(data_dir, config, paths)
     return paths, generate.summary_line(statistics)
 
