@@ -269,3 +269,67 @@ def test_exclude_rated_scores_the_seen_excluded_output_with_ndcg_beside_the_gate
     assert names == {"top_10_accuracy", "ndcg_10"}   # HR@10 gated, NDCG@10 beside it
     [ndcg] = [m for m in honest.metrics_specs[0].metrics if m.class_name == config.NDCG_CLASS]
     assert ndcg.module == config.METRICS_MODULE and not ndcg.per_slice_thresholds
+
+
+def test_metrics_are_tfma_weighted_means_of_each_models_output():
+    """The Evaluator's metrics (components/evaluator/metrics.py) as TFMA builds them from
+    the EvalConfig: one key per model (candidate, baseline), each reading its model's
+    ``prediction_key`` output (ranks) or its predicted rating against the label, weighted
+    when asked; merged partial sums give the mean over all examples."""
+    import tensorflow_model_analysis as tfma
+    from tensorflow_model_analysis.metrics import metric_specs, metric_types
+
+    from components.evaluator import config, metrics
+
+    def inputs(candidate, baseline, label=None, weight=None, key=contract.LABEL_RANK):
+        extracts = {tfma.PREDICTIONS_KEY: {
+            "candidate": {key: np.array([candidate]), "other": np.array([0.0])},
+            "baseline": {key: np.array([baseline]), "other": np.array([0.0])}}}
+        if label is not None:
+            extracts[tfma.LABELS_KEY] = np.array([label])
+        if weight is not None:
+            extracts[tfma.EXAMPLE_WEIGHTS_KEY] = np.array([weight])
+        return metric_types.StandardMetricInputs(extracts)
+
+    def results(metric, elements, spec, example_weighted=False):
+        eval_config = tfma.EvalConfig(model_specs=[
+            tfma.ModelSpec(name=name, prediction_key=spec.prediction_key,
+                           label_key=spec.label_key) for name in ("candidate", "baseline")])
+        out = {}
+        for computation in metric.computations(eval_config=eval_config,
+                                               model_names=["candidate", "baseline"],
+                                               example_weighted=example_weighted):
+            combiner = computation.combiner
+            halves = [combiner.create_accumulator(), combiner.create_accumulator()]
+            for index, element in enumerate(elements):
+                halves[index % 2] = combiner.add_input(halves[index % 2], element)
+            out.update({key.model_name: value for key, value in combiner.extract_output(
+                combiner.merge_accumulators(halves)).items()})
+        return out
+
+    evaluation = EvaluationConfig(exclude_rated=False)
+    [spec] = config.eval_config("retrieval", evaluation).model_specs
+    ranks = [(0, 5), (3, 0), (12, 1), (contract.MISSING_RANK, 20)]
+    elements = [inputs(c, b) for c, b in ranks]
+    top_10 = results(metrics.RankTopKAccuracy(k=10, name="top_10_accuracy"), elements, spec)
+    assert top_10 == pytest.approx({"candidate": 0.5, "baseline": 0.75})
+    ndcg = results(metrics.RankNdcgAtK(k=4), elements, spec)
+    assert ndcg["candidate"] == pytest.approx((1 + 1 / np.log2(5)) / 4)
+    weighted = [inputs(c, b, weight=w) for (c, b), w in zip(ranks, (3.0, 1.0, 0.0, 0.0))]
+    top_1 = metrics.RankTopKAccuracy(k=1)  # hits: candidate's first, baseline's second
+    assert results(top_1, weighted, spec) == pytest.approx({"candidate": 0.25,
+                                                            "baseline": 0.25})
+    assert results(top_1, weighted, spec, example_weighted=True) == pytest.approx(
+        {"candidate": 0.75, "baseline": 0.25})
+    # Built from the config as TFMA does (by class name and module).
+    [loaded] = [metric_specs.metric_instance(m) for m in
+                config.eval_config("retrieval", evaluation).metrics_specs[0].metrics
+                if m.class_name == config.TOP_K_CLASS and "top_100" in m.config]
+    assert results(loaded, elements, spec) == pytest.approx({"candidate": 0.75,
+                                                             "baseline": 1.0})
+
+    [spec] = config.eval_config("ranking", evaluation).model_specs
+    ratings = [inputs(c, b, label=y, key=contract.RATING_OUTPUT)
+               for c, b, y in ((4.0, 3.0, 5.0), (2.0, 2.0, 1.0), (3.5, 3.0, 3.5))]
+    assert results(metrics.RootMeanSquaredError(), ratings, spec) == pytest.approx(
+        {"candidate": np.sqrt(2 / 3), "baseline": np.sqrt((4 + 1 + 0.25) / 3)})

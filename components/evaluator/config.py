@@ -8,7 +8,8 @@ features; ``RankTopKAccuracy(k=top_k)`` (components/evaluator/metrics.py) is top
 accuracy over the whole catalogue, the same figure as the Trainer's ``top_{k}`` on the
 same split.
 
-Ranking: ``serve_tf_examples`` predicts the rating; RMSE against ``user_rating``.
+Ranking: ``serve_tf_examples`` predicts the rating; RMSE against ``user_rating``. Every
+metric but ``ExampleCount`` is one of metrics.py's TFMA-native weighted means.
 
 ``model_type="tf_generic"``: TFMA loads the SavedModel with ``tf.saved_model.load`` and
 calls the signature, without treating it as Keras (no compiled metrics are added).
@@ -24,8 +25,8 @@ import tensorflow_model_analysis as tfma
 from components import contract
 from components.evaluator.gates import EvaluationConfig
 
-RMSE_CLASS = "RootMeanSquaredError"
-TOP_K_CLASS = "RankTopKAccuracy"  # components/evaluator/metrics.py
+RMSE_CLASS = "RootMeanSquaredError"  # components/evaluator/metrics.py
+TOP_K_CLASS = "RankTopKAccuracy"
 NDCG_CLASS = "RankNdcgAtK"
 METRICS_MODULE = "components.evaluator.metrics"
 NDCG_K = 10
@@ -73,7 +74,7 @@ def eval_config(model_kind: str, evaluation: EvaluationConfig) -> tfma.EvalConfi
             model_type=tfma.TF_GENERIC,
             preprocessing_function_names=[contract.TRANSFORM_SIGNATURE])
         metrics = [tfma.MetricConfig(
-            class_name=RMSE_CLASS, config='{"name": "rmse"}',
+            class_name=RMSE_CLASS, module=METRICS_MODULE, config='{"name": "rmse"}',
             per_slice_thresholds=_overall(tfma.MetricThreshold(
                 value_threshold=tfma.GenericValueThreshold(
                     upper_bound={"value": evaluation.max_rmse}),
