@@ -43,7 +43,7 @@ import components  # noqa: E402,F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks import baselines, protocols, quality, training  # noqa: E402
+from benchmarks import baselines, protocols, training  # noqa: E402
 from benchmarks.tutorial_protocol import Data  # noqa: E402
 from components import contract  # noqa: E402
 from components.example_gen.config import ExampleGenConfig  # noqa: E402
@@ -133,7 +133,7 @@ def markov_query_fn(data: Data) -> Callable:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=str(quality.DEFAULT_DATA_DIR))
+    parser.add_argument("--data-dir", default=protocols.default_ml100k_dir())
     parser.add_argument("--models", default=f"{contract.SEQUENTIAL},{contract.ATTENTION}")
     parser.add_argument("--hparam", action="append", default=None,
                         metavar="MODEL.NAME=VALUE")

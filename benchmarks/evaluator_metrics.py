@@ -38,8 +38,9 @@ def evaluate(output_root: str, keras: bool, work: str) -> dict:
     from pipeline import report
     from pipeline.configs import PipelineConfig
 
-    runs = {execution["node"]: execution["outputs"] for execution in report.latest_run(
-        PipelineConfig(data_dir="", output_root=output_root))}
+    config = PipelineConfig(data_dir="", output_root=output_root)
+    runs = {execution["node"]: execution["outputs"]
+            for execution in report.latest_run(config)}
     if "RankingTrainer" not in runs:
         raise SystemExit(f"error: no RankingTrainer in the latest run under {output_root}")
     examples = standard_artifacts.Examples()
@@ -47,8 +48,7 @@ def evaluate(output_root: str, keras: bool, work: str) -> dict:
     examples.split_names = json.dumps(list(contract.SPLITS))
     model = standard_artifacts.Model()
     model.uri = runs["RankingTrainer"]["model"][0]
-    eval_config = evaluator_config.eval_config(contract.RANKING, PipelineConfig(
-        data_dir="", output_root=output_root).evaluation)
+    eval_config = evaluator_config.eval_config(contract.RANKING, config.evaluation)
     if keras:  # the same class name without a module: TFMA wraps Keras' own metric
         for metric in eval_config.metrics_specs[0].metrics:
             if metric.class_name == evaluator_config.RMSE_CLASS:

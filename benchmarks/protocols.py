@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pathlib
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -45,6 +46,9 @@ PROTOCOLS = (TUTORIAL, TEMPORAL, LEAVE_LAST_OUT)
 SPLIT_STRATEGY = {TUTORIAL: "random", TEMPORAL: "honest", LEAVE_LAST_OUT: "honest"}
 # Validation inside the temporal protocol's training split: its last share in time.
 VALIDATION_FRACTION = 0.1
+# The real MovieLens-100K, never copied into the repository: this variable, else here.
+ML100K_ENV = "MOVIELENS_100K_DIR"
+DEFAULT_DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 KS = (1, 5, 10, 50, 100)
 
 
@@ -183,14 +187,18 @@ class TemporalFit:
     fit_files: str
 
 
+def default_ml100k_dir() -> str:
+    """``$MOVIELENS_100K_DIR``, else the shared ML-100K beside the repository."""
+    return os.environ.get(ML100K_ENV) or str(DEFAULT_DATA_DIR)
+
+
 def temporal_fit_args(description: str, argv=None):
     """The command line of a benchmark on :func:`temporal_fit`: ``--data-dir`` (default
-    ``$MOVIELENS_100K_DIR``, else the shared ML-100K) and ``--work-dir``."""
+    :func:`default_ml100k_dir`) and ``--work-dir``."""
     import argparse  # pylint: disable=import-outside-toplevel
 
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--data-dir", default=os.environ.get(
-        "MOVIELENS_100K_DIR", "/work/shared/data/ml-100k"))
+    parser.add_argument("--data-dir", default=default_ml100k_dir())
     parser.add_argument("--work-dir", required=True)
     return parser.parse_args(argv)
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import pathlib
 import shutil
 import sys
@@ -61,8 +60,6 @@ from components.trainer import hparams as hp  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
-ML100K_ENV = "MOVIELENS_100K_DIR"
-DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "ml-100k"
 DATASETS = ("ml-100k", "synthetic-csv")
 # The synthetic CSV data set: ml-latest-small's users, a third of its movies (EASE's
 # dual form costs O(U^2 M); the full softmax's step grows with M), ~60% of its ratings.
@@ -91,8 +88,9 @@ def code_hash() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=os.environ.get(ML100K_ENV) or str(DEFAULT_DATA_DIR),
-                        help=f"unpacked ml-100k (default: ${ML100K_ENV} or {DEFAULT_DATA_DIR})")
+    parser.add_argument("--data-dir", default=protocols.default_ml100k_dir(),
+                        help=f"unpacked ml-100k (default: ${protocols.ML100K_ENV} or "
+                        f"{protocols.DEFAULT_DATA_DIR})")
     parser.add_argument("--work-dir", default=None,
                         help="where the examples go (default: a temporary directory, removed)")
     parser.add_argument("--protocol", default=",".join(protocols.PROTOCOLS),
@@ -127,7 +125,7 @@ def main(argv=None) -> int:
     only = listed(args.only, tutorial_protocol.TASKS, "tasks")
     kinds = listed(args.kinds, honest.sequence_kinds(), "sequence model kinds")
     if "ml-100k" in datasets and not (pathlib.Path(args.data_dir) / "u.data").is_file():
-        parser.error(f"MovieLens-100K not found at {args.data_dir} (no u.data); set {ML100K_ENV}")
+        parser.error(f"MovieLens-100K not found at {args.data_dir} (no u.data); set {protocols.ML100K_ENV}")
 
     tf.get_logger().setLevel("ERROR")
     start = time.time()

@@ -82,6 +82,7 @@ def recency_table(batches: Iterable[Tuple[np.ndarray, np.ndarray]], num_movies: 
         raise ValueError(f"windows must be positive days, not {tuple(windows_days)}")
     keys, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
     pending: list = []
+    pending_size = 0
 
     def merge():
         merged, index = np.unique(np.concatenate([keys, *pending]), return_inverse=True)
@@ -92,8 +93,9 @@ def recency_table(batches: Iterable[Tuple[np.ndarray, np.ndarray]], num_movies: 
         rows, days = np.asarray(rows, np.int64), np.asarray(timestamps, np.int64) // DAY_SECONDS
         known = rows >= 0
         pending.append(days[known] * num_movies + rows[known])
-        if sum(map(len, pending)) >= _MERGE_EVERY:  # (day, movie) keys, a million at once
-            (keys, counts), pending = merge(), []
+        pending_size += len(pending[-1])
+        if pending_size >= _MERGE_EVERY:  # (day, movie) keys, a million at once
+            (keys, counts), pending, pending_size = merge(), [], 0
     keys, counts = merge()
     if not len(keys):
         raise ValueError("no training rating of a vocabulary movie: no recency to count")

@@ -106,7 +106,9 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.base.Task):
                 vocabulary.movie_ids, probabilities, num_sampled_negatives)
         self.top_k = tfrs.metrics.FactorizedTopK(
             CatalogueTopK(candidate_tower, vocabulary.movie_ids, k=max(ks)), ks=tuple(ks))
-        self._remove_accidental_hits = remove_accidental_hits
+        self._logq = tfrs.layers.loss.SamplingProbablityCorrection()
+        self._remove_hits = (tfrs.layers.loss.RemoveAccidentalHits()
+                             if remove_accidental_hits else None)
         self._cross_entropy = keras.losses.CategoricalCrossentropy(
             from_logits=True, reduction=keras.losses.Reduction.SUM)
 
@@ -136,17 +138,16 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.base.Task):
                 negatives = self.candidate_tower(pool)                          # [N, D]
             candidate_embeddings = tf.concat([candidate_embeddings, negatives], axis=0)
             candidate_ids = tf.concat([candidate_ids, pool], axis=0)            # [B+N]
+        lookup = self._row_lookup(candidate_ids)                  # rows + 1 (0: unknown)
         logits = tf.matmul(query_embeddings, candidate_embeddings, transpose_b=True)
         if logit_bias is not None:
-            logits += logit_bias(self.catalogue_rows(candidate_ids))
+            logits += logit_bias(lookup - 1)
         logits /= self._temperature
         labels = tf.eye(tf.shape(logits)[0], tf.shape(logits)[1])
         if self._sampling_probability is not None:
-            logits = tfrs.layers.loss.SamplingProbablityCorrection()(
-                logits, tf.gather(self._sampling_probability,
-                                  self._row_lookup(candidate_ids)))
-        if self._remove_accidental_hits:
-            logits = tfrs.layers.loss.RemoveAccidentalHits()(labels, logits, candidate_ids)
+            logits = self._logq(logits, tf.gather(self._sampling_probability, lookup))
+        if self._remove_hits is not None:
+            logits = self._remove_hits(labels, logits, candidate_ids)
         return self._cross_entropy(labels, logits, sample_weight=sample_weight)
 
     def _full_loss(self, query_embeddings, candidate_ids, candidate_embeddings,
