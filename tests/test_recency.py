@@ -169,6 +169,39 @@ def test_training_adds_the_prior_at_the_examples_time_and_the_rest_uses_the_end(
     assert not np.allclose(at_time, served)  # the examples' time is not the end
 
 
+def test_a_serving_scale_changes_what_is_served_and_not_what_is_trained(trained):
+    model, vocab, table = trained["model"], trained["vocab"], trained["table"]
+    scaled = M.build_model(
+        hp.HParams.from_dict({**trained["hparams"].to_dict(), "recency_serving_scale": 3.0}),
+        vocab, recency_table=table)
+    batch = next(iter(inputs.input_dataset(trained["hparams"], vocab,
+                                           trained["files"]["train"], training=False)))
+    batch = {name: value[:64] for name, value in batch.items()}
+    M.create_variables(M.compile_model(scaled, trained["hparams"]), batch)
+    scaled.set_weights(model.get_weights())
+    weights = model.recency.window_weights.numpy()
+
+    queries = scaled.query_tower(batch).numpy()  # served: 3 x the trained weights
+    np.testing.assert_allclose(queries[:, -2:], np.broadcast_to(3 * weights, (64, 2)),
+                               rtol=1e-6)
+    np.testing.assert_allclose(queries[:, :-2], model.query_tower(batch).numpy()[:, :-2],
+                               rtol=1e-6)
+    np.testing.assert_allclose(scaled.query_tower(batch, training=True).numpy(),
+                               model.query_tower(batch, training=True).numpy(), rtol=1e-6)
+    # Training's loss is the unscaled model's; evaluation's scores with the served prior.
+    assert float(scaled.compute_loss(batch, training=True)) == pytest.approx(
+        float(model.compute_loss(batch, training=True)), rel=1e-6)
+    catalogue = scaled.candidate_tower(tf.constant(vocab.movie_ids)).numpy()
+    rows = movie_rows(vocab, batch[contract.MOVIE_ID].numpy())
+    expected = -_log_softmax((queries @ catalogue.T).astype(np.float64))[np.arange(64), rows]
+    assert float(scaled.compute_loss(batch, training=False)) == pytest.approx(
+        expected.sum(), rel=1e-4)
+    assert float(scaled.compute_loss(batch, training=False)) != pytest.approx(
+        float(model.compute_loss(batch, training=False)), rel=1e-3)
+    with pytest.raises(ValueError, match="recency_serving_scale must be non-negative"):
+        hp.HParams.from_dict({"recency_serving_scale": -1})
+
+
 def test_the_export_serves_user_ids_alone_with_the_prior(trained):
     model, vocab = trained["model"], trained["vocab"]
     loaded = tf.saved_model.load(trained["dir"])

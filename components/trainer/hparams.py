@@ -92,6 +92,14 @@ class HParams:
         query's time): the example's time in training, the end of training at evaluation
         and serving (components/trainer/recency.py; the served signature stays
         ``user_id``). Empty: off.
+      recency_serving_scale: at evaluation and serving the prior's weights are the trained
+        ones times this (training keeps them as trained). Training fits them to a prior
+        of the example's own day; served, the prior is the end of training's, for the
+        weeks after it. How strongly to serve it depends on the data: on ML-100K's
+        temporal validation period 5 (with windows of 7 and 30 days) ranked best, while
+        on synthetic ratings without a trend in time the prior already costs at 1
+        (benchmarks/recency_windows.py, benchmarks/README.md), so the preset keeps 1.
+        0: the prior is left out of what is served.
       train_example_budget: caps the examples a model trains on when ``epochs`` passes
         over the training split would exceed it (0: no cap): training then sees
         ``max(budget, one pass)`` examples, cut into the same ``epochs`` segments (Keras
@@ -190,6 +198,7 @@ class HParams:
     attention_dropout: float = 0.2
     every_position_weight: float = 0.0
     recency_windows_days: Tuple[int, ...] = ()
+    recency_serving_scale: float = 1.0
 
     def __post_init__(self):
         kind = contract.model_kind(self.model)  # ValueError naming the known kinds
@@ -224,6 +233,9 @@ class HParams:
         if self.recency_windows_days and self.model != RETRIEVAL:
             raise ValueError(f"recency_windows_days applies to the {RETRIEVAL} model only, "
                              f"not to {self.model!r}")
+        if self.recency_serving_scale < 0:
+            raise ValueError(f"recency_serving_scale must be non-negative, not "
+                             f"{self.recency_serving_scale}")
         if self.l2_regularization < 0 or self.rating_bias_l2 < 0:
             raise ValueError("L2 penalties must be non-negative")
         unknown = sorted(set(self.timestamp_features) - set(TIMESTAMP_FEATURES))

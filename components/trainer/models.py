@@ -103,7 +103,7 @@ class _TwoTowerModel(_Model):
     def compute_loss(self, features, training=False):
         ids = features[self.label_key]
         return self.task(
-            self.query_tower(features), self.candidate_tower(ids), ids,
+            self.query_tower(features, training=training), self.candidate_tower(ids), ids,
             compute_metrics=not training or self.hparams.train_top_k_metrics,
             logit_bias=self.training_logit_bias(features) if training else None)
 
@@ -135,7 +135,8 @@ class RetrievalModel(_TwoTowerModel):
         self.recency = None
         if hparams.recency_windows_days:
             self.query_tower, self.candidate_tower, self.recency = recency.with_prior(
-                self.query_tower, self.candidate_tower, recency_table, vocabulary)
+                self.query_tower, self.candidate_tower, recency_table, vocabulary,
+                hparams.recency_serving_scale)
         self.task = _retrieval_task(self.candidate_tower, vocabulary, hparams, movie_counts)
 
     def training_logit_bias(self, features):

@@ -11,13 +11,15 @@ with the weights learned. In training the query's time is its example's timestam
 window holds the training ratings of its buckets (days) strictly before the example's
 bucket: no example counts itself. At evaluation and serving the time is the end of
 training (each window ends with the last training bucket), which the server knows, so
-the served signature still takes ``user_id`` alone.
+the served signature still takes ``user_id`` alone; and the weights are the trained
+ones times ``recency_serving_scale`` (HParams: trained on a prior of each example's own
+day, the prior is served for the weeks after training).
 
 Served as ``K`` more embedding coordinates: :class:`PriorQueryTower` appends the weights
 (``[B, D] -> [B, D + K]``) and :class:`PriorCandidateTower` the movie's prior at the end
 of training (``[..., D] -> [..., D + K]``), so every dot-product consumer (the Trainer's
 top-K, the export's ``eval_ranks``, ``candidates.npz``, the Pusher's indexes) scores with
-the prior as trained. Training adds the difference between the prior at the example's
+the prior as served. Training adds the difference between the prior at the example's
 time and at the end (:meth:`RecencyPrior.training_bias`).
 
 * :func:`recency_table` -- (movie rows, timestamps) batches -> :class:`RecencyTable`,
@@ -145,8 +147,10 @@ class RecencyPrior(keras.layers.Layer):
     stored divided by ``WEIGHT_SCALE`` (its steps ``WEIGHT_SCALE`` times larger), so that
     training takes them to their fitted values."""
 
-    def __init__(self, table: RecencyTable, movie_ids: np.ndarray, name: str = "recency_prior"):
+    def __init__(self, table: RecencyTable, movie_ids: np.ndarray, serving_scale: float = 1.0,
+                 name: str = "recency_prior"):
         super().__init__(name=name)
+        self._serving_scale = float(serving_scale)
         self._origin = int(table.origin)
         self._bucket_seconds = int(table.bucket_seconds)
         rows, self._num_movies, windows = (int(n) for n in table.log_counts.shape)
@@ -173,6 +177,12 @@ class RecencyPrior(keras.layers.Layer):
         """float32 ``[K]``: the prior's weight per window."""
         return WEIGHT_SCALE * self.scaled_weights
 
+    @property
+    def served_weights(self):
+        """float32 ``[K]``: the weights of evaluation and serving, ``window_weights x
+        serving_scale`` (HParams.recency_serving_scale)."""
+        return self._serving_scale * self.window_weights
+
     def end_prior(self, movie_ids):
         rows = self._row_lookup(movie_ids) - 1
         return tf.where((rows >= 0)[..., None], tf.gather(self.end, tf.maximum(rows, 0)), 0.0)
@@ -193,7 +203,8 @@ class RecencyPrior(keras.layers.Layer):
 
 class PriorQueryTower(keras.Model):
     """``tower``'s query embeddings ``[B, D]`` with the prior's ``K`` weights appended:
-    ``[B, D + K]``."""
+    ``[B, D + K]``: the trained weights in training (``training=True``), else the
+    served ones (:attr:`RecencyPrior.served_weights`)."""
 
     def __init__(self, tower: keras.Model, prior: RecencyPrior, name: str = "prior_query_tower"):
         super().__init__(name=name)
@@ -202,7 +213,8 @@ class PriorQueryTower(keras.Model):
     @encoders.graph_safe
     def call(self, inputs, training=None, mask=None):
         queries = self.tower(inputs)
-        weights = tf.ones_like(queries[:, :1]) * self.prior.window_weights[None, :]
+        prior = self.prior.window_weights if training else self.prior.served_weights
+        weights = tf.ones_like(queries[:, :1]) * prior[None, :]
         return tf.concat([queries, weights], axis=-1)
 
 
@@ -222,13 +234,15 @@ class PriorCandidateTower(keras.Model):
 
 
 def with_prior(query_tower: keras.Model, candidate_tower: keras.Model,
-               table: Optional[RecencyTable], vocabulary: Vocabulary
+               table: Optional[RecencyTable], vocabulary: Vocabulary,
+               serving_scale: float = 1.0
                ) -> Tuple[keras.Model, keras.Model, RecencyPrior]:
     """The two towers with ``table``'s prior appended (:class:`PriorQueryTower`,
-    :class:`PriorCandidateTower`), and the prior."""
+    :class:`PriorCandidateTower`), and the prior (served at ``serving_scale`` times its
+    trained weights)."""
     if table is None:
         raise ValueError("recency_windows_days needs the training files' recency table "
                          "(recency.training_recency)")
-    prior = RecencyPrior(table, vocabulary.movie_ids)
+    prior = RecencyPrior(table, vocabulary.movie_ids, serving_scale)
     return (PriorQueryTower(query_tower, prior), PriorCandidateTower(candidate_tower, prior),
             prior)
