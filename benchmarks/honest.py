@@ -41,7 +41,10 @@ MF_GRID = (5.0, 10.0, 20.0, 40.0)
 #   no_time     the preset's towers without the timestamp features;
 #   ids_only    user and movie ids only (no title, genres, time or recency prior), the
 #               preset's training;
-#   with_time   the preset's towers with the global and user-relative time features.
+#   with_time   the preset's towers with the global and user-relative time features;
+#   served_x5   the preset with the windows and serving scale that ranked best on
+#               ML-100K's validation period (benchmarks/recency_windows.py): 7 and 30
+#               days, the prior served at 5 x its trained weights.
 RETRIEVAL_VARIANTS = {
     "preset": {},
     "no_recency": dict(recency_windows_days=()),
@@ -49,6 +52,7 @@ RETRIEVAL_VARIANTS = {
     "ids_only": dict(use_timestamps=False, use_title=False, use_genres=False,
                      recency_windows_days=()),
     "with_time": dict(use_timestamps=True),
+    "served_x5": dict(recency_windows_days=(7, 30), recency_serving_scale=5.0),
 }
 
 
