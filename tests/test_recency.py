@@ -154,7 +154,11 @@ def test_training_adds_the_prior_at_the_examples_time_and_the_rest_uses_the_end(
     queries = model.query_tower(batch).numpy()
     catalogue = model.candidate_tower(tf.constant(vocab.movie_ids)).numpy()
     assert queries.shape == (64, 8 + 2) and catalogue.shape == (vocab.num_movies, 8 + 2)
-    np.testing.assert_allclose(queries[:, -2:], np.broadcast_to(weights, (64, 2)), rtol=1e-6)
+    # Served (no training flag): the preset's serving scale times the trained weights.
+    scale = trained["hparams"].recency_serving_scale
+    assert scale == hp.preset(hp.RETRIEVAL).recency_serving_scale
+    np.testing.assert_allclose(queries[:, -2:], np.broadcast_to(scale * weights, (64, 2)),
+                               rtol=1e-6)
     np.testing.assert_allclose(catalogue[:, -2:], table.end, rtol=1e-6)
 
     rows = movie_rows(vocab, batch[contract.MOVIE_ID].numpy())
