@@ -235,11 +235,10 @@ class PriorCandidateTower(keras.Model):
 
 def with_prior(query_tower: keras.Model, candidate_tower: keras.Model,
                table: Optional[RecencyTable], vocabulary: Vocabulary,
-               serving_scale: float = 1.0
-               ) -> Tuple[keras.Model, keras.Model, RecencyPrior]:
+               serving_scale: float) -> Tuple[keras.Model, keras.Model, RecencyPrior]:
     """The two towers with ``table``'s prior appended (:class:`PriorQueryTower`,
     :class:`PriorCandidateTower`), and the prior (served at ``serving_scale`` times its
-    trained weights)."""
+    trained weights: HParams.recency_serving_scale)."""
     if table is None:
         raise ValueError("recency_windows_days needs the training files' recency table "
                          "(recency.training_recency)")
