@@ -104,3 +104,17 @@ def test_validation_splits_of_the_honest_protocols():
     fit, validation = protocols.temporal_validation(examples)
     assert validation.timestamps.min() > fit.timestamps.max()
     assert protocols.last_context_rows(np.array([[3, 4, -1], [-1, -1, -1]])).tolist() == [4, -1]
+
+
+def test_seed_summary_gives_each_seed_and_the_mean_and_spread():
+    from benchmarks import attention as attention_benchmark
+    figures = {0: {"hr@10": 0.20, "ndcg@10": 0.10, "train_seconds": 10},
+               3: {"hr@10": 0.24, "ndcg@10": 0.12, "train_seconds": 14}}
+    summary = attention_benchmark.over_seeds(figures)
+    assert summary["seeds"] == {"0": figures[0], "3": figures[3]}
+    assert summary["hr@10"] == pytest.approx(0.22)
+    assert summary["hr@10_sd"] == pytest.approx(np.std([0.20, 0.24], ddof=1))
+    assert summary["ndcg@10"] == pytest.approx(0.11)
+    assert summary["train_seconds"] == pytest.approx(12)
+    one = attention_benchmark.over_seeds({5: figures[0]})
+    assert one["hr@10"] == pytest.approx(0.20) and one["hr@10_sd"] == 0.0
