@@ -47,7 +47,7 @@ import components  # noqa: E402,F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks import baselines, protocols, training  # noqa: E402
+from benchmarks import protocols, training  # noqa: E402
 from benchmarks.tutorial_protocol import Data  # noqa: E402
 from components import contract  # noqa: E402
 from components.example_gen.config import ExampleGenConfig  # noqa: E402
@@ -130,22 +130,6 @@ def over_seeds(figures: Dict[int, Dict[str, float]]) -> Dict[str, object]:
     return summary
 
 
-def markov_query_fn(data: Data) -> Callable:
-    """Last-item Markov: scores ``[b, M]`` = transitions from the last context movie
-    (training examples' last context movie -> label counts) plus popularity (< 1)."""
-    train = data.sequences[contract.TRAIN]
-    transitions = baselines.transition_counts(protocols.last_context_rows(train.context),
-                                              train.movies, data.vocabulary.num_movies)
-
-    def last_rows(batch):
-        context = batch[contract.CONTEXT_MOVIE_ID].numpy()
-        return protocols.last_context_rows(
-            trainer_eval.movie_rows(data.vocabulary, context.reshape(-1)).reshape(context.shape))
-
-    return lambda batch: baselines.markov_scores(transitions, last_rows(batch),
-                                                 data.label_counts).astype(np.float32)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=protocols.default_ml100k_dir())
@@ -186,9 +170,11 @@ def main(argv=None) -> int:
         history = trainer_eval.user_history(
             data.sequence_train, data.vocabulary,
             (contract.LABEL_MOVIE_ID, contract.CONTEXT_MOVIE_ID))
-        results = {"markov": hit_rate_and_ndcg(ranks_excluding_seen(
-            markov_query_fn(data), np.eye(data.vocabulary.num_movies, dtype=np.float32),
-            data, history))}
+        markov = protocols.last_item_markov(data.sequences[contract.TRAIN],
+                                            data.sequences[contract.EVAL], history,
+                                            data.label_counts, (K,))
+        results = {"markov": {f"hr@{K}": markov[f"top_{K}"], f"ndcg@{K}": markov[f"ndcg_{K}"],
+                              "users": len(data.sequences[contract.EVAL])}}
         training.log(f"[markov] {results['markov']}")
         for name, config in runs:
             figures = {}

@@ -262,11 +262,8 @@ def run_leave_last_out(paths, with_models: bool = True,
     results["leave_last_out_popularity"] = protocols.score_metrics(
         lambda part: baselines.popularity_scores(counts, len(part)), eval_set, seen)
     _report("leave-last-out popularity", results["leave_last_out_popularity"])
-    transitions = baselines.transition_counts(
-        protocols.last_context_rows(train_set.context), train_set.movies, num_movies)
-    results["leave_last_out_markov"] = protocols.score_metrics(
-        lambda part: baselines.markov_scores(
-            transitions, protocols.last_context_rows(part.context), counts), eval_set, seen)
+    results["leave_last_out_markov"] = protocols.last_item_markov(train_set, eval_set, seen,
+                                                                  counts)
     _report("leave-last-out last-item Markov", results["leave_last_out_markov"])
     last = protocols.last_per_user(train_set)
     fit, validation = train_set.take(~last), train_set.take(last)

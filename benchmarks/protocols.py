@@ -155,6 +155,22 @@ def last_context_rows(context: np.ndarray) -> np.ndarray:
                     -1)
 
 
+def last_item_markov(train: Interactions, examples: Interactions,
+                     seen: Optional[histories.UserHistory], counts: np.ndarray,
+                     ks: Sequence[int] = KS) -> Dict[str, float]:
+    """Last-item Markov's :func:`score_metrics` on ``examples`` (sequence examples): the
+    movies that most often followed the context's last movie in ``train`` (last context
+    movie -> label), ties by popularity (``counts``, the training counts of each movie).
+    Scored in float64: the popularity tie-break is far below float32's resolution of the
+    counts."""
+    from benchmarks import baselines  # pylint: disable=import-outside-toplevel
+
+    transitions = baselines.transition_counts(last_context_rows(train.context), train.movies,
+                                              len(counts))
+    return score_metrics(lambda part: baselines.markov_scores(
+        transitions, last_context_rows(part.context), counts), examples, seen, ks)
+
+
 def history_of(examples: Interactions) -> histories.UserHistory:
     """Per user, the movie rows of their examples (labels, and context movies)."""
     pairs = histories.PairAccumulator()

@@ -142,15 +142,9 @@ def sequential_baselines(data: Data):
     """Popularity and the last-item Markov chain ("the movie that most often follows
     the last one"), over all movies (the tutorial's protocol excludes nothing)."""
     train_set, eval_set = data.sequences[contract.TRAIN], data.sequences[contract.EVAL]
-    num_movies = data.vocabulary.num_movies
-    transitions = baselines.transition_counts(
-        protocols.last_context_rows(train_set.context), train_set.movies, num_movies)
     popularity = protocols.score_metrics(
         lambda part: baselines.popularity_scores(data.label_counts, len(part)), eval_set, None)
-    markov = protocols.score_metrics(
-        lambda part: baselines.markov_scores(
-            transitions, protocols.last_context_rows(part.context), data.label_counts),
-        eval_set, None)
+    markov = protocols.last_item_markov(train_set, eval_set, None, data.label_counts)
     return popularity, markov
 
 

@@ -118,3 +118,24 @@ def test_seed_summary_gives_each_seed_and_the_mean_and_spread():
     assert summary["train_seconds"] == pytest.approx(12)
     one = attention_benchmark.over_seeds({5: figures[0]})
     assert one["hr@10"] == pytest.approx(0.20) and one["hr@10_sd"] == 0.0
+
+
+def test_last_item_markov_breaks_ties_by_popularity_even_after_many_transitions():
+    # 300 training examples: movie 0 -> 1 and 0 -> 2 equally often (150 each), so their
+    # transition counts tie; movie 2 is the more popular label overall (one more, 3 -> 2).
+    context = np.full((301, 2), -1)
+    context[:300, 0] = 0
+    context[300, 0] = 3
+    train = protocols.Interactions(users=np.arange(301), movies=np.r_[[1, 2] * 150, 2],
+                                   timestamps=np.zeros(301), context=context)
+    counts = np.bincount(train.movies, minlength=4)
+    # Two queries whose last movie is 0: the label 2 wins the tie (rank 0), 1 loses it.
+    queries = protocols.Interactions(users=np.array([7, 8]), movies=np.array([2, 1]),
+                                     timestamps=np.zeros(2), context=np.array([[0, -1]] * 2))
+    figures = protocols.last_item_markov(train, queries, None, counts, ks=(1,))
+    assert figures["top_1"] == pytest.approx(0.5)
+    # The user's seen movies are left out: with movie 2 seen, 1 ranks first.
+    seen = protocols.history_of(protocols.Interactions(
+        users=np.array([8]), movies=np.array([2]), timestamps=np.zeros(1),
+        context=np.array([[-1, -1]])))
+    assert protocols.last_item_markov(train, queries, seen, counts, ks=(1,))["top_1"] == 1.0
