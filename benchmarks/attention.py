@@ -67,11 +67,12 @@ def generate_leave_last_out(data_dir: str, out: pathlib.Path, max_context_length
                                        max_context_length=max_context_length)[0]
 
 
-def hit_rate_and_ndcg(ranks: np.ndarray, k: int = K) -> Dict[str, float]:
-    """HR@k and NDCG@k of 0-based label ranks (one held-out movie per query)."""
-    figures = trainer_eval.rank_metrics(ranks, (k,))
+def hit_rate_and_ndcg(figures: Dict[str, float], users: int,
+                     k: int = K) -> Dict[str, float]:
+    """This script's names for ``rank_metrics``' HR@k and NDCG@k (one held-out movie per
+    user)."""
     return {f"hr@{k}": figures[f"top_{k}"], f"ndcg@{k}": figures[f"ndcg_{k}"],
-            "users": int(len(ranks))}
+            "users": int(users)}
 
 
 def ranks_excluding_seen(query_fn: Callable, catalogue: np.ndarray, data: Data,
@@ -91,8 +92,9 @@ def ranks_excluding_seen(query_fn: Callable, catalogue: np.ndarray, data: Data,
 def score(model, data: Data, history) -> Dict[str, float]:
     """HR@10 and NDCG@10 of a sequence model on the eval split (seen movies left out)."""
     catalogue = trainer_eval.catalogue_embeddings(model.candidate_tower, data.vocabulary)
-    return hit_rate_and_ndcg(ranks_excluding_seen(
-        lambda batch: model.query_tower(batch).numpy(), catalogue, data, history))
+    ranks = ranks_excluding_seen(lambda batch: model.query_tower(batch).numpy(), catalogue,
+                                 data, history)
+    return hit_rate_and_ndcg(trainer_eval.rank_metrics(ranks, (K,)), len(ranks))
 
 
 class EpochScore(tf.keras.callbacks.Callback):
@@ -170,16 +172,16 @@ def main(argv=None) -> int:
         history = trainer_eval.user_history(
             data.sequence_train, data.vocabulary,
             (contract.LABEL_MOVIE_ID, contract.CONTEXT_MOVIE_ID))
-        markov = protocols.last_item_markov(data.sequences[contract.TRAIN],
-                                            data.sequences[contract.EVAL], history,
-                                            data.label_counts, (K,))
-        results = {"markov": {f"hr@{K}": markov[f"top_{K}"], f"ndcg@{K}": markov[f"ndcg_{K}"],
-                              "users": len(data.sequences[contract.EVAL])}}
+        eval_set = data.sequences[contract.EVAL]
+        results = {"markov": hit_rate_and_ndcg(protocols.last_item_markov(
+            data.sequences[contract.TRAIN], eval_set, history, data.label_counts, (K,)),
+            len(eval_set))}
         training.log(f"[markov] {results['markov']}")
         for name, config in runs:
-            figures = {}
+            figures, described = {}, None
             for seed in seeds:
                 hparams = hp.HParams.from_dict({**config, "seed": seed})
+                described = described or training.describe(hparams)
                 label = name if len(seeds) == 1 else f"{name} seed {seed}"
                 model, seconds = train(label, hparams, data, history)
                 figures[seed] = {**score(model, data, history),
@@ -187,8 +189,7 @@ def main(argv=None) -> int:
                 training.log(f"[{label}] {figures[seed]}")
             results[name] = ({**figures[seeds[0]]} if len(seeds) == 1
                              else over_seeds(figures))
-            results[name]["hparams"] = training.describe(
-                hp.HParams.from_dict({**config, "seed": seeds[0]}))
+            results[name]["hparams"] = described
     if contract.SEQUENTIAL in results and contract.ATTENTION in results:
         results["attention_over_gru_hr@10"] = (results[contract.ATTENTION][f"hr@{K}"]
                                                / results[contract.SEQUENTIAL][f"hr@{K}"])

@@ -34,6 +34,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from benchmarks import baselines
 from components import contract
 from components.trainer import evaluation as trainer_eval
 from components.trainer import histories, inputs
@@ -163,8 +164,6 @@ def last_item_markov(train: Interactions, examples: Interactions,
     movie -> label), ties by popularity (``counts``, the training counts of each movie).
     Scored in float64: the popularity tie-break is far below float32's resolution of the
     counts."""
-    from benchmarks import baselines  # pylint: disable=import-outside-toplevel
-
     transitions = baselines.transition_counts(last_context_rows(train.context), train.movies,
                                               len(counts))
     return score_metrics(lambda part: baselines.markov_scores(

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from benchmarks import attention as attention_benchmark
 from benchmarks import baselines, protocols
 from components.trainer import evaluation as trainer_eval
 from components.trainer import histories
@@ -107,7 +108,6 @@ def test_validation_splits_of_the_honest_protocols():
 
 
 def test_seed_summary_gives_each_seed_and_the_mean_and_spread():
-    from benchmarks import attention as attention_benchmark
     figures = {0: {"hr@10": 0.20, "ndcg@10": 0.10, "train_seconds": 10},
                3: {"hr@10": 0.24, "ndcg@10": 0.12, "train_seconds": 14}}
     summary = attention_benchmark.over_seeds(figures)

@@ -60,7 +60,7 @@ def test_the_prior_gives_the_rows_a_sampled_loss_asks_for_and_the_end_to_serving
     vocab = _small_vocab()  # movie ids 10..15
     table = recency.recency_table(
         [(rng.integers(-1, 6, 300), rng.integers(50, 80, 300) * DAY)], 6, (3, 10))
-    prior = recency.RecencyPrior(table, vocab.movie_ids)
+    prior = recency.RecencyPrior(table, vocab.movie_ids, serving_scale=1.0)
     prior.scaled_weights.assign(np.array([0.5, -0.25]) / recency.WEIGHT_SCALE)
     times = tf.constant(np.array([40, 55, 79, 200]) * DAY)  # before, within, after the data
     whole = prior.training_bias(times).numpy()                           # [4, 6]

@@ -147,7 +147,7 @@ class RecencyPrior(keras.layers.Layer):
     stored divided by ``WEIGHT_SCALE`` (its steps ``WEIGHT_SCALE`` times larger), so that
     training takes them to their fitted values."""
 
-    def __init__(self, table: RecencyTable, movie_ids: np.ndarray, serving_scale: float = 1.0,
+    def __init__(self, table: RecencyTable, movie_ids: np.ndarray, serving_scale: float,
                  name: str = "recency_prior"):
         super().__init__(name=name)
         self._serving_scale = float(serving_scale)
